@@ -1,1 +1,131 @@
-fn main(){}
+//! Builds the test BPF object and its Rust skeleton into OUT_DIR.
+//!
+//! 1. `vmlinux.h` is generated from the running kernel's BTF with bpftool
+//!    (`BPFTOOL` overrides the tool, `TLD_VMLINUX_BTF` the BTF file).
+//! 2. `src/bpf/tld_test.bpf.c` is compiled with clang (`CLANG` overrides it)
+//!    and libbpf-cargo generates `tld_test.skel.rs`.
+//!
+//! The BPF side needs the page size at compile time (`__PAGE_SIZE`, see
+//! tld.bpf.h). It is the build host's page size unless `TLD_BPF_PAGE_SIZE`
+//! says otherwise; the loader refuses to run on a kernel whose page size
+//! differs.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use libbpf_cargo::SkeletonBuilder;
+
+const SRC: &str = "src/bpf/tld_test.bpf.c";
+const WATCHED: &[&str] = &["src/bpf/tld_test.bpf.c", "src/bpf/tld_test.h", "tld.bpf.h"];
+
+fn main() {
+    for path in WATCHED {
+        println!("cargo:rerun-if-changed={path}");
+    }
+    for var in ["BPFTOOL", "CLANG", "TLD_VMLINUX_BTF", "TLD_BPF_PAGE_SIZE"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    if let Err(msg) = build(&out_dir) {
+        // A panic shows the whole message; keep it to the point.
+        panic!("\n\ntld-bpf build failed: {msg}\n");
+    }
+}
+
+fn build(out_dir: &Path) -> Result<(), String> {
+    generate_vmlinux_h(out_dir)?;
+
+    let page_size = page_size()?;
+    println!("cargo:rustc-env=TLD_BPF_COMPILED_PAGE_SIZE={page_size}");
+
+    let clang = env::var_os("CLANG").unwrap_or_else(|| "clang".into());
+    let skel = out_dir.join("tld_test.skel.rs");
+    SkeletonBuilder::new()
+        .source(SRC)
+        .obj(out_dir.join("tld_test.bpf.o"))
+        .clang(&clang)
+        .clang_args([
+            "-I".into(),
+            out_dir.as_os_str().to_owned(),
+            format!("-DTLD_TEST_PAGE_SIZE={page_size}").into(),
+            "-Wall".into(),
+            "-Werror".into(),
+        ])
+        .build_and_generate(&skel)
+        .map_err(|e| {
+            format!(
+                "compiling {SRC} with {} failed (clang 14 or newer with the BPF target is \
+                 needed; set CLANG to pick another): {e:#}",
+                clang.to_string_lossy()
+            )
+        })
+}
+
+/// Dumps the running kernel's BTF as C into `out_dir/vmlinux.h`.
+fn generate_vmlinux_h(out_dir: &Path) -> Result<(), String> {
+    let btf = env::var_os("TLD_VMLINUX_BTF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/sys/kernel/btf/vmlinux"));
+    if !btf.exists() {
+        return Err(format!(
+            "kernel BTF not found at {} (a kernel built with CONFIG_DEBUG_INFO_BTF=y is needed; \
+             set TLD_VMLINUX_BTF to a BTF file to build elsewhere)",
+            btf.display()
+        ));
+    }
+    println!("cargo:rerun-if-changed={}", btf.display());
+
+    let bpftool = find_bpftool()?;
+    let output = Command::new(&bpftool)
+        .args(["btf", "dump", "file"])
+        .arg(&btf)
+        .args(["format", "c"])
+        .output()
+        .map_err(|e| format!("running {}: {e}", bpftool.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`{} btf dump file {} format c` failed: {}",
+            bpftool.display(),
+            btf.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    fs::write(out_dir.join("vmlinux.h"), &output.stdout)
+        .map_err(|e| format!("writing vmlinux.h: {e}"))
+}
+
+/// `BPFTOOL`, else `bpftool` on PATH, else the sbin directories (which a
+/// non-root PATH often lacks).
+fn find_bpftool() -> Result<PathBuf, String> {
+    if let Some(path) = env::var_os("BPFTOOL") {
+        return Ok(PathBuf::from(path));
+    }
+    let mut dirs: Vec<PathBuf> = env::var_os("PATH")
+        .map(|p| env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from));
+    dirs.into_iter()
+        .map(|dir| dir.join("bpftool"))
+        .find(|path| path.is_file())
+        .ok_or_else(|| {
+            "bpftool not found (install it, e.g. the Debian package `bpftool`, or set BPFTOOL)"
+                .to_string()
+        })
+}
+
+fn page_size() -> Result<usize, String> {
+    if let Ok(value) = env::var("TLD_BPF_PAGE_SIZE") {
+        return match value.parse::<usize>() {
+            Ok(size) if size.is_power_of_two() && size >= 4096 => Ok(size),
+            _ => Err(format!(
+                "TLD_BPF_PAGE_SIZE={value} is not a power of two >= 4096"
+            )),
+        };
+    }
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).map_err(|_| "sysconf(_SC_PAGESIZE) failed".to_string())
+}

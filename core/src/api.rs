@@ -229,6 +229,15 @@ impl<T: Pod> Key<T> {
         Self::typed(name, Ok(raw))
     }
 
+    /// Types an untyped key; [`Error::SizeMismatch`] unless its size is `size_of::<T>()`.
+    pub fn try_from_raw(raw: RawKey) -> Result<Self> {
+        let name = format!("slot {}", raw.slot());
+        if raw.size() != std::mem::size_of::<T>() {
+            return Err(Error::SizeMismatch { name, existing: raw.size(), requested: std::mem::size_of::<T>() });
+        }
+        Self::typed(name.as_bytes(), Ok(raw))
+    }
+
     /// The untyped key.
     pub fn raw(&self) -> RawKey {
         self.raw
@@ -333,7 +342,7 @@ impl<T: Pod> StaticKey<T> {
 /// ```
 #[macro_export]
 macro_rules! static_key {
-    ($(#[$attr:meta])* $vis:vis static $ident:ident : $ty:ty = $name:expr;) => {
+    ($(#[$attr:meta])* $vis:vis static $ident:ident : $ty:ty = $name:expr $(;)?) => {
         $(#[$attr])*
         $vis static $ident: $crate::StaticKey<$ty> = $crate::StaticKey::new($name);
         const _: () = {

@@ -144,8 +144,7 @@ impl fmt::Display for Error {
                     MapProblem::NotAMap { kind } => write!(f, "not a BPF map ({kind})"),
                     MapProblem::WrongType { found } => write!(
                         f,
-                        "map type {found} is not BPF_MAP_TYPE_TASK_STORAGE ({})",
-                        crate::sys::BPF_MAP_TYPE_TASK_STORAGE
+                        "map type {found} is not BPF_MAP_TYPE_TASK_STORAGE (29)"
                     ),
                     MapProblem::WrongLayout { key_size, value_size } => write!(
                         f,

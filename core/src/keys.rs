@@ -232,12 +232,12 @@ impl Budget {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::cell::UnsafeCell;
 
-    /// An in-memory metadata table for unit tests.
+    /// An in-memory metadata table for the unit tests and the loom model.
     pub(crate) struct Table {
         cnt: AtomicU16,
         sizes: Vec<AtomicU16>,
@@ -272,6 +272,7 @@ mod tests {
         }
     }
 
+    #[cfg(not(loom))]
     #[test]
     fn offsets_are_the_sum_of_rounded_sizes() {
         let t = Table::new(8);
@@ -285,6 +286,7 @@ mod tests {
         assert_eq!(create(&t, &b, b"a", 4, KeyKind::Dynamic), Err(CreateError::Exists(a)));
     }
 
+    #[cfg(not(loom))]
     #[test]
     fn dynamic_keys_fit_the_reserve() {
         let t = Table::new(63);
@@ -295,6 +297,7 @@ mod tests {
         assert_eq!(create(&t, &b, b"k8", 4, KeyKind::Dynamic), Err(CreateError::TooBig { available: 0 }));
     }
 
+    #[cfg(not(loom))]
     #[test]
     fn static_keys_grow_until_frozen() {
         let t = Table::new(63);
@@ -309,6 +312,7 @@ mod tests {
         );
     }
 
+    #[cfg(not(loom))]
     #[test]
     fn no_space_after_the_last_slot() {
         let t = Table::new(2);
@@ -318,6 +322,7 @@ mod tests {
         assert_eq!(create(&t, &b, b"c", 1, KeyKind::Dynamic), Err(CreateError::NoSpace));
     }
 
+    #[cfg(not(loom))]
     #[test]
     fn reserve_rules() {
         let t = Table::new(4);
@@ -330,5 +335,74 @@ mod tests {
         assert_eq!(b.set_reserve(5000), Err(ReserveError::TooLarge { max: 4088 }));
         b.freeze();
         assert_eq!(b.set_reserve(64), Err(ReserveError::Frozen));
+    }
+
+    /// Model check (`RUSTFLAGS="--cfg loom" cargo test -p tld --lib --release loom`):
+    /// concurrent creators of the same and of different names, with one slot
+    /// too few and a key too large for what is left, never overlap, never lose
+    /// a key, and agree on the one winner of each name.
+    #[cfg(loom)]
+    #[test]
+    fn loom_concurrent_creation() {
+        use loom::sync::Arc;
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.max_branches = 100_000;
+        builder.check(|| {
+            // Three slots and 24 bytes: "c" fits only if it comes before "b" and no
+            // fourth key can ever be claimed.
+            let table = Arc::new(Table::new(3));
+            let budget = Arc::new(Budget::new(24, 4088));
+            let plans: [&[(&[u8], u16)]; 2] = [&[(b"a", 4), (b"b", 8), (b"d", 1)], &[(b"a", 4), (b"c", 16), (b"b", 8)]];
+            let handles: Vec<_> = plans
+                .iter()
+                .map(|plan| {
+                    let (table, budget) = (table.clone(), budget.clone());
+                    let plan: Vec<(Vec<u8>, u16)> = plan.iter().map(|(n, s)| (n.to_vec(), *s)).collect();
+                    loom::thread::spawn(move || {
+                        plan.iter()
+                            .map(|(n, s)| (n.clone(), create(&*table, &budget, n, *s, KeyKind::Dynamic)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            let results: Vec<_> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+
+            // The table as published.
+            let cnt = table.cnt.load(Ordering::Acquire) as usize;
+            let mut published = Vec::new();
+            let mut off = 0usize;
+            for i in 0..cnt {
+                let size = table.sizes[i].load(Ordering::Acquire);
+                assert_ne!(size, 0, "slot {i} claimed but never written");
+                let name = table.slot_name(i);
+                let len = name.iter().position(|&b| b == 0).unwrap();
+                published.push((name[..len].to_vec(), KeyInfo { slot: i as u16, offset: off as u16, size }));
+                off += round_up8(size as usize);
+            }
+            assert!(off <= 24, "keys overflow the data area: {off}");
+            // One winner per name: no name twice in the table.
+            for (i, (n, _)) in published.iter().enumerate() {
+                assert!(published[i + 1..].iter().all(|(m, _)| m != n), "{n:?} published twice");
+            }
+            for (name, result) in &results {
+                let entry = published.iter().find(|(n, _)| n == name).map(|(_, k)| *k);
+                match result {
+                    Ok(k) => assert_eq!(Some(*k), entry, "a winner's key is what the table says"),
+                    Err(CreateError::Exists(k)) => assert_eq!(Some(*k), entry, "losers see the winner"),
+                    Err(CreateError::NoSpace) => assert_eq!(cnt, 3),
+                    Err(CreateError::TooBig { available }) => {
+                        assert!(entry.is_none());
+                        assert!(*available < 16)
+                    }
+                }
+            }
+            // Nothing lost: every name someone created successfully is in the table.
+            for (name, result) in &results {
+                if result.is_ok() {
+                    assert!(published.iter().any(|(n, _)| n == name));
+                }
+            }
+        });
     }
 }

@@ -55,10 +55,6 @@ mod runtime;
 #[cfg(not(loom))]
 mod sys;
 
-#[doc(hidden)]
-#[cfg(loom)]
-pub mod loom_model;
-
 pub use error::{Error, MapProblem, MapSource, Result};
 pub use keys::KeyInfo;
 

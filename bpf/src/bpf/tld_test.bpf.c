@@ -1,0 +1,259 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+/*
+ * Test programs for task local data. One object, so that every program
+ * shares one tld_data_map:
+ *
+ * - read_basic: reads four fixed keys of the calling thread through the
+ *   public tld.bpf.h API, as a real consumer would.
+ * - dump_task: walks the metadata of any thread with no key name compiled
+ *   in, and reports what a BPF program sees, byte for byte. It reads memory
+ *   that an untrusted process controls, so every count, size and offset it
+ *   reads is bounded before use.
+ * - count_registered: a task iterator counting the threads of one process
+ *   that have a tld_data_map entry.
+ */
+#define BPF_NO_KFUNC_PROTOTYPES
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+/* The build passes the target's page size (see tld.bpf.h on __PAGE_SIZE). */
+#ifdef TLD_TEST_PAGE_SIZE
+#define __PAGE_SIZE TLD_TEST_PAGE_SIZE
+#endif
+
+#include "../../tld.bpf.h"
+#include "tld_test.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+#ifndef ESRCH
+#define ESRCH 3
+#endif
+#ifndef E2BIG
+#define E2BIG 7
+#endif
+
+/* The key cache of read_basic: one member per key it reads. */
+struct tld_keys {
+	tld_key_t static_int;
+	tld_key_t dyn_int;
+	tld_key_t dyn_struct;
+	tld_key_t missing;
+};
+
+/*
+ * bpf_task_from_vpid() resolves a thread id in the caller's pid namespace,
+ * which is what gettid() returned to the caller (Linux 6.13+). Older kernels
+ * only have bpf_task_from_pid(), which resolves it in the initial namespace.
+ */
+extern struct task_struct *bpf_task_from_vpid(s32 vpid) __ksym __weak;
+extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym __weak;
+extern void bpf_task_release(struct task_struct *p) __ksym;
+
+SEC("syscall")
+int read_basic(struct basic_ctx *ctx)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct tld_object tld;
+	__u64 *words;
+	int *value;
+	int err;
+
+	ctx->found_static_int = 0;
+	ctx->found_dyn_int = 0;
+	ctx->found_dyn_struct = 0;
+	ctx->found_never_created = 0;
+
+	err = tld_object_init(task, &tld);
+	ctx->init_err = err;
+	if (err)
+		return 0;
+
+	value = tld_get_data(&tld, static_int, "test_static_int", sizeof(int));
+	if (value) {
+		ctx->found_static_int = 1;
+		ctx->static_int = *value;
+	}
+
+	value = tld_get_data(&tld, dyn_int, "test_dyn_int", sizeof(int));
+	if (value) {
+		ctx->found_dyn_int = 1;
+		ctx->dyn_int = *value;
+	}
+
+	/* Values are 8-byte aligned: copy in words (ctx stores must be aligned). */
+	words = tld_get_data(&tld, dyn_struct, "test_dyn_struct", 32);
+	if (words) {
+		ctx->found_dyn_struct = 1;
+		ctx->dyn_struct[0] = words[0];
+		ctx->dyn_struct[1] = words[1];
+		ctx->dyn_struct[2] = words[2];
+		ctx->dyn_struct[3] = words[3];
+	}
+
+	value = tld_get_data(&tld, missing, "test_never_created", sizeof(int));
+	if (value)
+		ctx->found_never_created = 1;
+
+	return 0;
+}
+
+/* Results of dump_task, one entry per concurrent caller (too big for ctx). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TLD_TEST_DUMP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct task_dump);
+} dumps SEC(".maps");
+
+/* Copy up to TLD_TEST_VALUE_MAX bytes of the value at @pos of @page. */
+static __u32 copy_value(struct tld_test_key_dump *k, struct tld_data_u *page, __u64 pos,
+			__u32 len)
+{
+	__u64 p;
+	int j;
+
+	if (len > TLD_TEST_VALUE_MAX)
+		len = TLD_TEST_VALUE_MAX;
+	bpf_for(j, 0, len) {
+		if (j >= TLD_TEST_VALUE_MAX)
+			break;
+		/*
+		 * The caller checked the range; this check is for the
+		 * verifier, and barrier_var() keeps the compiler from
+		 * computing the address from page + pos (unbounded) instead.
+		 */
+		p = pos + j;
+		barrier_var(p);
+		if (p >= __PAGE_SIZE)
+			break;
+		k->value[j] = ((__u8 *)page)[p];
+	}
+	return len;
+}
+
+/* Fill @d from @task's tld_data_map entry; reads, never creates. */
+static int fill_dump(struct task_struct *task, struct task_dump *d)
+{
+	struct tld_test_key_dump *k;
+	struct tld_map_value *v;
+	struct tld_meta_u *meta;
+	struct tld_data_u *page;
+	__u64 off = 0, pos; /* 64-bit: see __tld_fetch_key() in tld.bpf.h */
+	__u32 start, size, n;
+	int i;
+
+	/* Set every header field: the entry may hold a previous result. */
+	d->registered = 0;
+	d->has_data = 0;
+	d->has_meta = 0;
+	d->stopped_at_unwritten = 0;
+	d->start = 0;
+	d->cnt = 0;
+	d->meta_size = 0;
+	d->nr_keys = 0;
+
+	v = bpf_task_storage_get(&tld_data_map, task, 0, 0);
+	if (!v)
+		return 0;
+	d->registered = 1;
+
+	start = v->start;
+	d->start = start;
+	page = v->data;
+	meta = v->meta;
+	d->has_data = page != 0;
+	d->has_meta = meta != 0;
+	if (!meta)
+		return 0;
+
+	n = __tld_read_once(meta->cnt);
+	d->cnt = n;
+	d->meta_size = __tld_read_once(meta->size);
+	if (n > TLD_MAX_DATA_CNT)
+		n = TLD_MAX_DATA_CNT;
+	if (n > TLD_TEST_DUMP_MAX_KEYS)
+		n = TLD_TEST_DUMP_MAX_KEYS;
+
+	bpf_for(i, 0, n) {
+		if (i >= TLD_MAX_DATA_CNT || i >= TLD_TEST_DUMP_MAX_KEYS)
+			break;
+		size = __tld_read_once(meta->metadata[i].size);
+		if (!size) {
+			d->stopped_at_unwritten = 1;
+			break;
+		}
+		asm volatile("" ::: "memory"); /* name after size, see tld.bpf.h */
+
+		k = &d->keys[i];
+		__builtin_memcpy(k->name, meta->metadata[i].name, TLD_TEST_NAME_LEN);
+		k->size = size;
+		k->offset = off;
+		pos = start + off;
+		/* off <= 0x10000, start <= 0xffff, size <= 0xffff: no overflow. */
+		k->in_page = page && pos + size <= __PAGE_SIZE;
+		k->value_len = 0;
+		if (page && pos + size <= __PAGE_SIZE)
+			k->value_len = copy_value(k, page, pos, size);
+		d->nr_keys = i + 1;
+
+		/*
+		 * Saturate: past the page no offset is valid anyway, and a
+		 * bounded offset lets the verifier see the loop converge.
+		 */
+		off += __tld_round_up8(size);
+		if (off > TLD_TEST_OFFSET_CAP)
+			off = TLD_TEST_OFFSET_CAP;
+	}
+	return 0;
+}
+
+SEC("syscall")
+int dump_task(struct dump_ctx *ctx)
+{
+	struct task_struct *task;
+	struct task_dump *d;
+	__u32 slot = ctx->slot;
+	int tid = ctx->tid;
+
+	d = bpf_map_lookup_elem(&dumps, &slot);
+	if (!d) {
+		ctx->err = -E2BIG;
+		return 0;
+	}
+
+	if (!tid) {
+		ctx->err = fill_dump(bpf_get_current_task_btf(), d);
+		return 0;
+	}
+
+	if (bpf_ksym_exists(bpf_task_from_vpid))
+		task = bpf_task_from_vpid(tid);
+	else
+		task = bpf_task_from_pid(tid);
+	if (!task) {
+		ctx->err = -ESRCH;
+		return 0;
+	}
+	ctx->err = fill_dump(task, d);
+	bpf_task_release(task);
+	return 0;
+}
+
+/* count_registered: set target_tgid, run the iterator, read the counters. */
+int target_tgid;
+__u64 registered_tasks;
+__u64 total_tasks;
+
+SEC("iter/task")
+int count_registered(struct bpf_iter__task *ctx)
+{
+	struct task_struct *task = ctx->task;
+
+	if (!task || task->tgid != target_tgid)
+		return 0;
+	total_tasks++;
+	if (bpf_task_storage_get(&tld_data_map, task, 0, 0))
+		registered_tasks++;
+	return 0;
+}

@@ -1,0 +1,623 @@
+//! Runs the test BPF programs against the real kernel.
+//!
+//! Threads are registered BY HAND here, following the wire layout of
+//! DESIGN.md §2 (no TLD runtime involved): a metadata page and a data page
+//! are mmapped, filled byte by byte, and a pidfd of the calling thread is
+//! inserted into `tld_data_map` with the 24-byte value.
+//!
+//! Needs root (or CAP_BPF + CAP_PERFMON). Without it each test prints
+//! "skipping: needs root/CAP_BPF" and passes, except when CI=true, where
+//! it fails.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Barrier};
+
+use tld_bpf::{has_bpf_privileges, Error, KeyDump, TestBpf, DUMP_OFFSET_CAP};
+
+/// `PIDFD_THREAD` (Linux 6.9+): a pidfd for one thread, not its process.
+const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+
+/// Loads the programs, or returns None after saying why the test is skipped.
+fn load_or_skip(test: &str) -> Option<TestBpf> {
+    if !has_bpf_privileges() {
+        let need = "needs root/CAP_BPF (CAP_BPF + CAP_PERFMON)";
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{test} {need}, and CI=true does not allow skipping it");
+        }
+        // Straight to stderr: eprintln! output is captured by the harness
+        // and shown only for failing tests.
+        let _ = writeln!(std::io::stderr(), "{test}: skipping: {need}");
+        return None;
+    }
+    Some(TestBpf::load().unwrap_or_else(|e| panic!("{test}: loading the BPF programs: {e}")))
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// One anonymous, page-aligned, zeroed page.
+struct Page {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Page {
+    fn new() -> Page {
+        let len = page_size();
+        // SAFETY: a fresh anonymous private mapping; checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(
+            ptr,
+            libc::MAP_FAILED,
+            "mmap: {}",
+            std::io::Error::last_os_error()
+        );
+        Page {
+            ptr: ptr.cast(),
+            len,
+        }
+    }
+
+    fn addr(&self) -> u64 {
+        self.ptr as u64
+    }
+
+    /// Writes `bytes` at `off`. Volatile: BPF reads this memory behind the
+    /// compiler's back.
+    fn write(&self, off: usize, bytes: &[u8]) {
+        assert!(off + bytes.len() <= self.len, "write past the page");
+        for (i, &b) in bytes.iter().enumerate() {
+            // SAFETY: in bounds (checked above) of our own mapping.
+            unsafe { self.ptr.add(off + i).write_volatile(b) };
+        }
+    }
+
+    fn write_u16(&self, off: usize, value: u16) {
+        self.write(off, &value.to_ne_bytes());
+    }
+
+    fn write_i32(&self, off: usize, value: i32) {
+        self.write(off, &value.to_ne_bytes());
+    }
+
+    fn bytes(&self, off: usize, len: usize) -> Vec<u8> {
+        assert!(off + len <= self.len);
+        // SAFETY: in bounds of our own mapping.
+        (0..len)
+            .map(|i| unsafe { self.ptr.add(off + i).read_volatile() })
+            .collect()
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping created in new().
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+// SAFETY: the page is plain memory; tests synchronize their own accesses.
+unsafe impl Send for Page {}
+unsafe impl Sync for Page {}
+
+/// A metadata page written by the wire layout.
+struct Meta(Page);
+
+impl Meta {
+    fn new() -> Meta {
+        Meta(Page::new())
+    }
+
+    fn set_cnt(&self, cnt: u16) {
+        self.0.write_u16(0, cnt);
+    }
+
+    fn set_size(&self, size: u16) {
+        self.0.write_u16(2, size);
+    }
+
+    /// Writes slot `i`: the name NUL-padded to 62 bytes (or exactly 62
+    /// bytes with no NUL if `name` is that long), then its size.
+    fn set_slot(&self, i: usize, name: &[u8], size: u16) {
+        assert!(name.len() <= 62);
+        let mut raw = [0u8; 62];
+        raw[..name.len()].copy_from_slice(name);
+        self.0.write(4 + 64 * i, &raw);
+        self.set_slot_size(i, size);
+    }
+
+    fn set_slot_size(&self, i: usize, size: u16) {
+        self.0.write_u16(4 + 64 * i + 62, size);
+    }
+
+    /// A well-formed page with `keys` in slots 0.., returning their keys.
+    fn with_keys(keys: &[(&str, u16)]) -> (Meta, Vec<usize>) {
+        let meta = Meta::new();
+        let mut offsets = Vec::new();
+        let mut off = 0usize;
+        for (i, (name, size)) in keys.iter().enumerate() {
+            meta.set_slot(i, name.as_bytes(), *size);
+            offsets.push(off);
+            off += usize::from(*size).next_multiple_of(8);
+        }
+        meta.set_cnt(keys.len() as u16);
+        meta.set_size(off as u16);
+        (meta, offsets)
+    }
+}
+
+/// The calling thread's entry in `tld_data_map`, deleted on drop.
+struct Registration<'a> {
+    bpf: &'a TestBpf,
+    pidfd: OwnedFd,
+}
+
+fn map_value(data: u64, meta: u64, start: u16) -> [u8; 24] {
+    let mut value = [0u8; 24];
+    value[0..8].copy_from_slice(&data.to_ne_bytes());
+    value[8..16].copy_from_slice(&meta.to_ne_bytes());
+    value[16..18].copy_from_slice(&start.to_ne_bytes());
+    value
+}
+
+/// Registers the calling thread: `data`/`meta` are page addresses (0 for a
+/// NULL UPTR), `start` the offset of the data area in the data page.
+fn register(bpf: &TestBpf, data: u64, meta: u64, start: u16) -> Registration<'_> {
+    // SAFETY: pidfd_open takes two integers; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, gettid(), PIDFD_THREAD) };
+    assert!(
+        fd >= 0,
+        "pidfd_open(PIDFD_THREAD): {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a fresh fd we own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let reg = Registration { bpf, pidfd };
+    reg.update(&map_value(data, meta, start))
+        .expect("registering the thread in tld_data_map");
+    reg
+}
+
+impl Registration<'_> {
+    fn update(&self, value: &[u8; 24]) -> Result<(), std::io::Error> {
+        let key: i32 = self.pidfd.as_raw_fd();
+        // SAFETY: key and value point at buffers of the map's key and value
+        // sizes (4 and 24 bytes).
+        let rc = unsafe {
+            libbpf_rs::libbpf_sys::bpf_map_update_elem(
+                self.bpf.data_map_fd().as_raw_fd(),
+                (&key as *const i32).cast(),
+                value.as_ptr().cast(),
+                libbpf_rs::libbpf_sys::BPF_ANY.into(),
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::from_raw_os_error(-rc));
+        }
+        Ok(())
+    }
+
+    fn delete(&self) -> Result<(), std::io::Error> {
+        let key: i32 = self.pidfd.as_raw_fd();
+        // SAFETY: key points at a 4-byte key.
+        let rc = unsafe {
+            libbpf_rs::libbpf_sys::bpf_map_delete_elem(
+                self.bpf.data_map_fd().as_raw_fd(),
+                (&key as *const i32).cast(),
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::from_raw_os_error(-rc));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        // ENOENT when the test deleted it already.
+        let _ = self.delete();
+    }
+}
+
+fn struct_bytes(seed: u8) -> [u8; 32] {
+    std::array::from_fn(|i| seed.wrapping_add(i as u8 * 7))
+}
+
+fn key<'a>(keys: &'a [KeyDump], name: &str) -> &'a KeyDump {
+    keys.iter()
+        .find(|k| k.name == name)
+        .unwrap_or_else(|| panic!("no key {name} in {keys:?}"))
+}
+
+#[test]
+fn loads() {
+    let Some(bpf) = load_or_skip("loads") else {
+        return;
+    };
+    assert!(bpf.data_map_fd().as_raw_fd() >= 0);
+}
+
+#[test]
+fn unregistered_thread_has_no_data() {
+    let Some(bpf) = load_or_skip("unregistered_thread_has_no_data") else {
+        return;
+    };
+
+    let view = bpf.read_basic().unwrap();
+    assert_eq!(view.init_err, -libc::ENODATA);
+    assert_eq!(
+        (view.static_int, view.dyn_int, view.dyn_struct),
+        (None, None, None)
+    );
+    assert!(!view.never_created_found);
+
+    let dump = bpf.dump_current().unwrap();
+    assert!(!dump.registered);
+    assert!(dump.keys.is_empty());
+    assert_eq!(dump, bpf.dump_tid(gettid()).unwrap());
+}
+
+/// The end-to-end check: register by hand, read through both programs,
+/// change a value, read again (cached key), deregister.
+#[test]
+fn hand_registered_thread_end_to_end() {
+    let Some(bpf) = load_or_skip("hand_registered_thread_end_to_end") else {
+        return;
+    };
+    let (meta, keys) = Meta::with_keys(&[("test_dyn_int", 4), ("test_dyn_struct", 32)]);
+    assert_eq!(keys, [0, 8]);
+    let data = Page::new();
+    // Block at offset 64 of the page: 8-byte header, data area at 72.
+    let start = 64 + 8;
+    data.write_i32(start + keys[0], 42);
+    data.write(start + keys[1], &struct_bytes(1));
+
+    let reg = register(&bpf, data.addr(), meta.0.addr(), start as u16);
+
+    let dump = bpf.dump_current().unwrap();
+    assert!(dump.registered && dump.has_data && dump.has_meta);
+    assert_eq!((dump.start, dump.cnt, dump.meta_size), (72, 2, 40));
+    assert!(!dump.stopped_at_unwritten);
+    assert_eq!(dump.keys.len(), 2);
+    let (int_key, struct_key) = (&dump.keys[0], &dump.keys[1]);
+    assert_eq!((int_key.slot, int_key.name.as_str()), (0, "test_dyn_int"));
+    assert_eq!(
+        (int_key.size, int_key.offset, int_key.in_page),
+        (4, 0, true)
+    );
+    assert_eq!(int_key.value, 42i32.to_ne_bytes());
+    assert_eq!(
+        (struct_key.slot, struct_key.name.as_str()),
+        (1, "test_dyn_struct")
+    );
+    assert_eq!(
+        (struct_key.size, struct_key.offset, struct_key.in_page),
+        (32, 8, true)
+    );
+    assert_eq!(struct_key.value, struct_bytes(1));
+
+    let view = bpf.read_basic().unwrap();
+    assert_eq!(view.init_err, 0);
+    assert_eq!(view.dyn_int, Some(42));
+    assert_eq!(view.dyn_struct, Some(struct_bytes(1)));
+    assert_eq!(view.static_int, None);
+    assert!(!view.never_created_found);
+
+    // A plain store in user space is what BPF reads next (cached keys now).
+    data.write_i32(start + keys[0], -7);
+    data.write(start + keys[1], &struct_bytes(99));
+    let view = bpf.read_basic().unwrap();
+    assert_eq!(view.dyn_int, Some(-7));
+    assert_eq!(view.dyn_struct, Some(struct_bytes(99)));
+    assert_eq!(
+        bpf.dump_current().unwrap().keys[0].value,
+        (-7i32).to_ne_bytes()
+    );
+
+    // A key created later is found by the next call (only new slots compared).
+    meta.set_slot(2, b"test_static_int", 4);
+    meta.set_cnt(3);
+    data.write_i32(start + 40, 1234);
+    let view = bpf.read_basic().unwrap();
+    assert_eq!(view.static_int, Some(1234));
+    assert_eq!(view.dyn_int, Some(-7));
+    assert!(!view.never_created_found);
+
+    reg.delete().unwrap();
+    let view = bpf.read_basic().unwrap();
+    assert_eq!(view.init_err, -libc::ENODATA);
+    assert_eq!(view.dyn_int, None);
+    assert!(!bpf.dump_current().unwrap().registered);
+}
+
+/// Cached keys are offsets within the data area, so a thread that
+/// re-registers its block elsewhere is still read correctly.
+#[test]
+fn cached_keys_follow_a_moved_block() {
+    let Some(bpf) = load_or_skip("cached_keys_follow_a_moved_block") else {
+        return;
+    };
+    let (meta, keys) = Meta::with_keys(&[("test_static_int", 4), ("test_dyn_int", 4)]);
+    let first = Page::new();
+    first.write_i32(8 + keys[0], 1);
+    first.write_i32(8 + keys[1], 2);
+    let reg = register(&bpf, first.addr(), meta.0.addr(), 8);
+    let view = bpf.read_basic().unwrap();
+    assert_eq!((view.static_int, view.dyn_int), (Some(1), Some(2)));
+    reg.delete().unwrap();
+
+    let second = Page::new();
+    let start = 1024 + 8;
+    second.write_i32(start + keys[0], 10);
+    second.write_i32(start + keys[1], 20);
+    let _reg = register(&bpf, second.addr(), meta.0.addr(), start as u16);
+    let view = bpf.read_basic().unwrap();
+    assert_eq!((view.static_int, view.dyn_int), (Some(10), Some(20)));
+}
+
+/// A slot whose size is still 0 is being created: readers stop there, and
+/// see it (and the slots after it) once the size is published.
+#[test]
+fn unwritten_slot_stops_the_walk() {
+    let Some(bpf) = load_or_skip("unwritten_slot_stops_the_walk") else {
+        return;
+    };
+    let (meta, keys) = Meta::with_keys(&[
+        ("test_static_int", 4),
+        ("test_dyn_int", 4),
+        ("test_dyn_struct", 32),
+    ]);
+    meta.set_slot_size(1, 0);
+    let data = Page::new();
+    let start = 8;
+    data.write_i32(start + keys[0], 5);
+    data.write_i32(start + keys[1], 6);
+    data.write(start + keys[2], &struct_bytes(3));
+    let _reg = register(&bpf, data.addr(), meta.0.addr(), start as u16);
+
+    let dump = bpf.dump_current().unwrap();
+    assert!(dump.stopped_at_unwritten);
+    assert_eq!(dump.cnt, 3);
+    assert_eq!(dump.keys.len(), 1);
+    let view = bpf.read_basic().unwrap();
+    assert_eq!(view.static_int, Some(5));
+    assert_eq!((view.dyn_int, view.dyn_struct), (None, None));
+
+    meta.set_slot_size(1, 4);
+    let dump = bpf.dump_current().unwrap();
+    assert!(!dump.stopped_at_unwritten);
+    assert_eq!(dump.keys.len(), 3);
+    let view = bpf.read_basic().unwrap();
+    assert_eq!(view.static_int, Some(5));
+    assert_eq!(view.dyn_int, Some(6));
+    assert_eq!(view.dyn_struct, Some(struct_bytes(3)));
+}
+
+/// Metadata an untrusted process controls: a huge count, names without a
+/// NUL, sizes running past the page, a block at the very end of the page.
+/// Both programs must run (the verifier accepted them) and report nothing
+/// outside the page.
+#[test]
+fn garbage_metadata_is_read_safely() {
+    let Some(bpf) = load_or_skip("garbage_metadata_is_read_safely") else {
+        return;
+    };
+    let page = page_size();
+    let slots = page / 64 - 1;
+    let meta = Meta::new();
+    meta.set_cnt(u16::MAX);
+    meta.set_size(u16::MAX);
+    meta.set_slot(0, b"first", 8);
+    meta.set_slot(1, b"test_dyn_int", 60000);
+    meta.set_slot(2, b"test_static_int", 4);
+    for i in 3..slots {
+        meta.set_slot(i, &[b'A'; 62], u16::MAX);
+    }
+    let data = Page::new();
+    data.write(page - 8, &[0xab; 8]);
+    let start = (page - 8) as u16;
+    let _reg = register(&bpf, data.addr(), meta.0.addr(), start);
+
+    let dump = bpf.dump_current().unwrap();
+    assert!(dump.registered);
+    assert_eq!(
+        (dump.start, dump.cnt, dump.meta_size),
+        (start, u16::MAX, u16::MAX)
+    );
+    assert_eq!(dump.keys.len(), slots.min(tld_bpf::DUMP_MAX_KEYS));
+    assert!(!dump.stopped_at_unwritten);
+    // Slot 0 ends exactly at the end of the page: readable.
+    assert_eq!((dump.keys[0].offset, dump.keys[0].in_page), (0, true));
+    assert_eq!(dump.keys[0].value, [0xab; 8]);
+    // Everything after runs past the page: reported, never read.
+    for k in &dump.keys[1..] {
+        assert!(!k.in_page && k.value.is_empty(), "{k:?}");
+        assert!(k.offset <= DUMP_OFFSET_CAP);
+    }
+    assert_eq!(dump.keys[1].offset, 8);
+    assert_eq!(dump.keys[2].offset, 60008);
+    assert_eq!(dump.keys[3].name, "A".repeat(62));
+
+    let view = bpf.read_basic().unwrap();
+    assert_eq!(view.init_err, 0);
+    assert_eq!(
+        (view.static_int, view.dyn_int, view.dyn_struct),
+        (None, None, None)
+    );
+    assert!(!view.never_created_found);
+    // Cached "not found" results must stay not found.
+    assert_eq!(bpf.read_basic().unwrap(), view);
+}
+
+/// NULL UPTRs: the entry exists but points nowhere.
+#[test]
+fn null_uptrs_are_reported_not_followed() {
+    let Some(bpf) = load_or_skip("null_uptrs_are_reported_not_followed") else {
+        return;
+    };
+    let (meta, keys) = Meta::with_keys(&[("test_dyn_int", 4)]);
+
+    let reg = register(&bpf, 0, meta.0.addr(), 8);
+    let dump = bpf.dump_current().unwrap();
+    assert!(dump.registered && !dump.has_data && dump.has_meta);
+    assert_eq!(dump.keys.len(), 1);
+    assert!(!dump.keys[0].in_page && dump.keys[0].value.is_empty());
+    let view = bpf.read_basic().unwrap();
+    assert_eq!((view.init_err, view.dyn_int), (0, None));
+    drop(reg);
+
+    let data = Page::new();
+    data.write_i32(8 + keys[0], 3);
+    let _reg = register(&bpf, data.addr(), 0, 8);
+    let dump = bpf.dump_current().unwrap();
+    assert!(dump.registered && dump.has_data && !dump.has_meta);
+    assert!(dump.keys.is_empty());
+    assert_eq!(bpf.read_basic().unwrap().dyn_int, None);
+}
+
+/// Threads registered concurrently: each sees its own values through
+/// dump_current (own result slots), other threads see them through
+/// dump_tid, and the task iterator counts them.
+#[test]
+fn concurrent_threads_dump_and_count() {
+    const THREADS: usize = 4;
+    let Some(bpf) = load_or_skip("concurrent_threads_dump_and_count") else {
+        return;
+    };
+    let bpf = Arc::new(bpf);
+    let (meta, keys) = Meta::with_keys(&[("test_dyn_int", 4), ("test_dyn_struct", 32)]);
+    let meta = Arc::new(meta);
+    let registered = Arc::new(Barrier::new(THREADS + 1));
+    let checked = Arc::new(Barrier::new(THREADS + 1));
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+
+    let workers: Vec<_> = (0..THREADS)
+        .map(|n| {
+            let (bpf, meta, keys) = (bpf.clone(), meta.clone(), keys.clone());
+            let (registered, checked, tid_tx) =
+                (registered.clone(), checked.clone(), tid_tx.clone());
+            std::thread::spawn(move || {
+                let data = Page::new();
+                let start = 8 + 128 * n;
+                data.write_i32(start + keys[0], 1000 + n as i32);
+                data.write(start + keys[1], &struct_bytes(n as u8));
+                let _reg = register(&bpf, data.addr(), meta.0.addr(), start as u16);
+                tid_tx.send((gettid(), n)).unwrap();
+                registered.wait();
+                for _ in 0..50 {
+                    let dump = bpf.dump_current().unwrap();
+                    assert_eq!(dump.start as usize, start);
+                    assert_eq!(
+                        key(&dump.keys, "test_dyn_int").value,
+                        (1000 + n as i32).to_ne_bytes()
+                    );
+                    let view = bpf.read_basic().unwrap();
+                    assert_eq!(view.dyn_int, Some(1000 + n as i32));
+                    assert_eq!(view.dyn_struct, Some(struct_bytes(n as u8)));
+                }
+                checked.wait();
+            })
+        })
+        .collect();
+
+    registered.wait();
+    for _ in 0..THREADS {
+        let (tid, n) = tid_rx.recv().unwrap();
+        let dump = bpf.dump_tid(tid).unwrap();
+        assert!(dump.registered);
+        assert_eq!(
+            key(&dump.keys, "test_dyn_int").value,
+            (1000 + n as i32).to_ne_bytes()
+        );
+    }
+    // SAFETY: getpid has no preconditions.
+    let (count, tasks) = bpf.count_registered(unsafe { libc::getpid() }).unwrap();
+    assert_eq!(count, THREADS);
+    assert!(tasks > THREADS, "{tasks} threads seen");
+    checked.wait();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+
+    // Exited threads lose their entries with their task.
+    // SAFETY: as above.
+    assert_eq!(
+        bpf.count_registered(unsafe { libc::getpid() }).unwrap().0,
+        0
+    );
+}
+
+#[test]
+fn dump_tid_of_other_processes() {
+    let Some(bpf) = load_or_skip("dump_tid_of_other_processes") else {
+        return;
+    };
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawning sleep");
+    let dump = bpf.dump_tid(child.id() as i32);
+    let counted = bpf.count_registered(child.id() as i32);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!dump.unwrap().registered);
+    assert_eq!(counted.unwrap(), (0, 1));
+
+    // The largest pid the kernel allows is 4194304: this tid cannot exist.
+    match bpf.dump_tid(i32::MAX) {
+        Err(Error::NoSuchTask(tid)) => assert_eq!(tid, i32::MAX),
+        other => panic!("expected NoSuchTask, got {other:?}"),
+    }
+}
+
+/// A second loader meets the first one's map at a pinned path.
+#[test]
+fn pinned_map_is_shared() {
+    let Some(mut first) = load_or_skip("pinned_map_is_shared") else {
+        return;
+    };
+    // SAFETY: getpid has no preconditions.
+    let path = PathBuf::from(format!(
+        "/sys/fs/bpf/tld_bpf_test_{}_{}",
+        unsafe { libc::getpid() },
+        gettid()
+    ));
+    let _ = std::fs::remove_file(&path);
+    first
+        .pin_data_map(&path)
+        .expect("pinning (is bpffs mounted at /sys/fs/bpf?)");
+    let second = TestBpf::load_reusing(&path);
+    std::fs::remove_file(&path).unwrap();
+    let second = second.expect("loading with the pinned map");
+
+    let (meta, keys) = Meta::with_keys(&[("test_dyn_int", 4)]);
+    let data = Page::new();
+    data.write_i32(8 + keys[0], 77);
+    let _reg = register(&first, data.addr(), meta.0.addr(), 8);
+    assert_eq!(second.read_basic().unwrap().dyn_int, Some(77));
+    assert_eq!(data.bytes(8, 4), 77i32.to_ne_bytes());
+
+    match TestBpf::load_reusing(&path) {
+        Err(Error::Bpf { op, .. }) => assert!(op.contains("tld_bpf_test_"), "{op}"),
+        other => panic!("expected an error for a missing pin, got {other:?}"),
+    }
+}
