@@ -102,3 +102,105 @@ pub fn finish(results: &[bool]) -> ! {
     println!("\n{passed} passed, {failed} failed");
     std::process::exit(if failed == 0 { 0 } else { 1 })
 }
+
+/// One copy of the C library loaded with `dlopen(RTLD_LOCAL)`: its own
+/// statics, its own code, as a Python extension or a Go archive would carry.
+pub struct CLibrary {
+    handle: *mut libc::c_void,
+    pub path: PathBuf,
+}
+
+unsafe impl Send for CLibrary {}
+unsafe impl Sync for CLibrary {}
+
+/// `tld_key_t` as C sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CKey {
+    pub off: i16,
+}
+
+impl CLibrary {
+    /// Copies libtld.so to a file of its own under `dir` named `name` and loads
+    /// it, so the dynamic loader cannot share it with another copy.
+    pub fn load_copy(dir: &Path, name: &str) -> CLibrary {
+        let path = dir.join(name);
+        std::fs::copy(capi_dir().join("libtld.so"), &path).expect("copy libtld.so");
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        assert!(!handle.is_null(), "dlopen {}", path.display());
+        CLibrary { handle, path }
+    }
+
+    /// A function of this copy. `F` must be the `extern "C" fn` type of the symbol.
+    pub fn sym<F: Copy>(&self, name: &str) -> F {
+        assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<*mut libc::c_void>());
+        let c = std::ffi::CString::new(name).unwrap();
+        let p = unsafe { libc::dlsym(self.handle, c.as_ptr()) };
+        assert!(!p.is_null(), "{name} not found in {}", self.path.display());
+        unsafe { std::mem::transmute_copy(&p) }
+    }
+
+    pub fn create_key(&self, name: &str, size: usize) -> CKey {
+        let f: extern "C" fn(*const libc::c_char, usize) -> CKey = self.sym("tld_create_key");
+        let c = std::ffi::CString::new(name).unwrap();
+        f(c.as_ptr(), size)
+    }
+
+    pub fn key(&self, name: &str, size: usize) -> CKey {
+        let f: extern "C" fn(*const libc::c_char, usize) -> CKey = self.sym("tld_key");
+        let c = std::ffi::CString::new(name).unwrap();
+        f(c.as_ptr(), size)
+    }
+
+    pub fn find_key(&self, name: &str) -> CKey {
+        let f: extern "C" fn(*const libc::c_char) -> CKey = self.sym("tld_find_key");
+        let c = std::ffi::CString::new(name).unwrap();
+        f(c.as_ptr())
+    }
+
+    pub fn data(&self, key: CKey) -> *mut u8 {
+        let f: extern "C" fn(CKey) -> *mut libc::c_void = self.sym("tld_data");
+        f(key).cast()
+    }
+
+    pub fn attach_fd(&self, fd: i32) -> i32 {
+        let f: extern "C" fn(i32) -> i32 = self.sym("tld_attach_fd");
+        f(fd)
+    }
+
+    pub fn metadata_page(&self) -> usize {
+        let f: extern "C" fn() -> *const libc::c_void = self.sym("tld_metadata_page");
+        f() as usize
+    }
+
+    pub fn live_blocks(&self) -> i32 {
+        let f: extern "C" fn() -> i32 = self.sym("tld_live_blocks");
+        f()
+    }
+
+    pub fn last_error(&self) -> String {
+        let f: extern "C" fn(*mut libc::c_char, usize) -> usize = self.sym("tld_last_error");
+        let mut buf = vec![0u8; 512];
+        let n = f(buf.as_mut_ptr().cast(), buf.len()).min(buf.len() - 1);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("tld-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

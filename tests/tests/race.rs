@@ -39,7 +39,9 @@ fn race_once(bpf: &TestBpf, rep: usize) {
                     .collect();
                 // Every thread's block now holds the winners; BPF must see exactly them.
                 barrier.wait();
+                tld::thread_data().unwrap();
                 let dump = bpf.dump_current().unwrap();
+                assert!(dump.registered);
                 outcomes.lock().unwrap().push((mine, dump));
             });
         }
