@@ -1,0 +1,32 @@
+# The README's two commands: `make demo` and `make test`.
+# Kernel parts need root (or CAP_BPF + CAP_PERFMON).
+
+CARGO ?= cargo
+export CARGO_BUILD_JOBS ?= 2
+
+.PHONY: demo test setup build loom bench
+
+setup:
+	@scripts/setup.sh
+
+# The C library (libtld.a, libtld.so) that the C tests and cross-copy tests load.
+build: setup
+	$(CARGO) build -p tld-capi
+
+demo: build
+	$(CARGO) run -q -p tld-tests --example demo
+
+# Every suite: unit, kernel (BPF reads what user space wrote), C ABI, benches
+# in test mode, doc examples, then the loom model of key creation.
+test: build
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+	$(MAKE) loom
+
+# loom needs its own cfg, so it builds the core into its own target dir.
+loom:
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test -p tld --lib --release loom
+
+bench: build
+	$(CARGO) bench -p tld-tests --bench tld
+	$(CARGO) bench -p tld-tests --bench create_key
