@@ -1,9 +1,10 @@
-//! Builds the test BPF object and its Rust skeleton into OUT_DIR.
+//! Builds the BPF objects and their Rust skeletons into OUT_DIR: the test
+//! programs (`tld_test`) and the `tld` tool's task iterator (`tld_inspect`).
 //!
 //! 1. `vmlinux.h` is generated from the running kernel's BTF with bpftool
 //!    (`BPFTOOL` overrides the tool, `TLD_VMLINUX_BTF` the BTF file).
-//! 2. `src/bpf/tld_test.bpf.c` is compiled with clang (`CLANG` overrides it)
-//!    and libbpf-cargo generates `tld_test.skel.rs`.
+//! 2. `src/bpf/<name>.bpf.c` is compiled with clang (`CLANG` overrides it)
+//!    and libbpf-cargo generates `<name>.skel.rs`, for each object.
 //!
 //! The BPF side needs the page size at compile time (`__PAGE_SIZE`, see
 //! tld.bpf.h). It is the build host's page size unless `TLD_BPF_PAGE_SIZE`
@@ -17,8 +18,15 @@ use std::process::Command;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const SRC: &str = "src/bpf/tld_test.bpf.c";
-const WATCHED: &[&str] = &["src/bpf/tld_test.bpf.c", "src/bpf/tld_test.h", "tld.bpf.h"];
+/// The objects built, by name: `src/bpf/<name>.bpf.c` -> `<name>.skel.rs`.
+const OBJECTS: &[&str] = &["tld_test", "tld_inspect"];
+const WATCHED: &[&str] = &[
+    "src/bpf/tld_test.bpf.c",
+    "src/bpf/tld_test.h",
+    "src/bpf/tld_inspect.bpf.c",
+    "src/bpf/tld_inspect.h",
+    "tld.bpf.h",
+];
 
 fn main() {
     for path in WATCHED {
@@ -42,26 +50,30 @@ fn build(out_dir: &Path) -> Result<(), String> {
     println!("cargo:rustc-env=TLD_BPF_COMPILED_PAGE_SIZE={page_size}");
 
     let clang = env::var_os("CLANG").unwrap_or_else(|| "clang".into());
-    let skel = out_dir.join("tld_test.skel.rs");
-    SkeletonBuilder::new()
-        .source(SRC)
-        .obj(out_dir.join("tld_test.bpf.o"))
-        .clang(&clang)
-        .clang_args([
-            "-I".into(),
-            out_dir.as_os_str().to_owned(),
-            format!("-DTLD_TEST_PAGE_SIZE={page_size}").into(),
-            "-Wall".into(),
-            "-Werror".into(),
-        ])
-        .build_and_generate(&skel)
-        .map_err(|e| {
-            format!(
-                "compiling {SRC} with {} failed (clang 14 or newer with the BPF target is \
-                 needed; set CLANG to pick another): {e:#}",
-                clang.to_string_lossy()
-            )
-        })
+    for name in OBJECTS {
+        let src = format!("src/bpf/{name}.bpf.c");
+        SkeletonBuilder::new()
+            .source(&src)
+            .obj(out_dir.join(format!("{name}.bpf.o")))
+            .clang(&clang)
+            .clang_args([
+                "-I".into(),
+                out_dir.as_os_str().to_owned(),
+                format!("-DTLD_TEST_PAGE_SIZE={page_size}").into(),
+                format!("-DTLD_BPF_PAGE_SIZE={page_size}").into(),
+                "-Wall".into(),
+                "-Werror".into(),
+            ])
+            .build_and_generate(out_dir.join(format!("{name}.skel.rs")))
+            .map_err(|e| {
+                format!(
+                    "compiling {src} with {} failed (clang 14 or newer with the BPF target is \
+                     needed; set CLANG to pick another): {e:#}",
+                    clang.to_string_lossy()
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// Dumps the running kernel's BTF as C into `out_dir/vmlinux.h`.

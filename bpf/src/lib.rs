@@ -13,6 +13,9 @@
 //!   [`TestBpf::dump_current`] / [`TestBpf::dump_tid`] walk the raw metadata
 //!   of any thread, and [`TestBpf::count_registered`] counts the registered
 //!   threads of a process with a task iterator.
+//! - [`inspect`]: the production loader of the `tld` command-line tool: it
+//!   creates and pins `tld_data_map` and reads any process's task local data
+//!   with a generic task iterator.
 //!
 //! Everything here needs a kernel with BPF task storage UPTRs (Linux 6.13+)
 //! and BTF, and the privileges to load tracing BPF programs (root, or
@@ -48,6 +51,8 @@ use libbpf_rs::{Iter, Link, MapCore, MapFlags, OpenObject, ProgramInput};
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/tld_test.skel.rs"));
 }
+
+pub mod inspect;
 
 use skel::types;
 use skel::{TldTestSkel, TldTestSkelBuilder};
@@ -129,9 +134,9 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::PermissionDenied => f.write_str(
-                "loading the TLD test BPF programs needs root, or CAP_BPF and CAP_PERFMON",
-            ),
+            Error::PermissionDenied => {
+                f.write_str("loading TLD BPF programs needs root, or CAP_BPF and CAP_PERFMON")
+            }
             Error::Unsupported(what) => write!(f, "the running kernel is not supported: {what}"),
             Error::PageSizeMismatch { compiled, running } => write!(
                 f,
@@ -247,6 +252,30 @@ pub struct KeyDump {
     pub value: Vec<u8>,
 }
 
+/// The maps of the test object that [`TestBpf::pin_map`] can pin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestMap {
+    /// `tld_data_map`, the real thing (as [`TestBpf::pin_data_map`]).
+    Data,
+    /// `wrong_value_map`: `BPF_MAP_TYPE_TASK_STORAGE` with `BPF_F_NO_PREALLOC`
+    /// and an `int` key like `tld_data_map`, but an 8-byte value.
+    WrongValue,
+    /// `plain_hash_map`: `BPF_MAP_TYPE_HASH`, `int` key, a 24-byte value
+    /// (the size of `tld_data_map`'s), 16 entries.
+    PlainHash,
+}
+
+impl TestMap {
+    /// The map's name in the BPF object.
+    pub fn name(self) -> &'static str {
+        match self {
+            TestMap::Data => "tld_data_map",
+            TestMap::WrongValue => "wrong_value_map",
+            TestMap::PlainHash => "plain_hash_map",
+        }
+    }
+}
+
 /// The test programs, loaded into the kernel.
 ///
 /// Every method takes `&self` except [`TestBpf::pin_data_map`], and may be
@@ -315,24 +344,7 @@ impl TestBpf {
     }
 
     fn open(pinned: Option<&Path>) -> Result<Self, Error> {
-        if !has_bpf_privileges() {
-            return Err(Error::PermissionDenied);
-        }
-        if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-            return Err(Error::Unsupported(
-                "no kernel BTF at /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF=y is needed)"
-                    .into(),
-            ));
-        }
-        // SAFETY: sysconf has no preconditions.
-        let running = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        if running != COMPILED_PAGE_SIZE {
-            return Err(Error::PageSizeMismatch {
-                compiled: COMPILED_PAGE_SIZE,
-                running,
-            });
-        }
-
+        preflight()?;
         let object = NonNull::from(Box::leak(Box::new(MaybeUninit::<OpenObject>::uninit())));
         // SAFETY: the storage lives until `drop` frees it, after the
         // skeleton, or below on failure, after the failed skeleton is gone.
@@ -406,6 +418,56 @@ impl TestBpf {
                 "pinning tld_data_map at {}",
                 path.display()
             )))
+    }
+
+    /// Pins one of the object's maps at `path` (on a bpffs), with the
+    /// `BPF_OBJ_PIN` system call on its fd. Unlike
+    /// [`TestBpf::pin_data_map`], the same map may be pinned at several
+    /// paths. The pin outlives this object: remove the file to drop it.
+    ///
+    /// [`TestMap::WrongValue`] and [`TestMap::PlainHash`] are not
+    /// `tld_data_map`s: they exist so that tests can check how user space
+    /// refuses them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bpf`] when pinning fails (no bpffs there, the file exists).
+    pub fn pin_map(&self, which: TestMap, path: &Path) -> Result<(), Error> {
+        let maps = &self.skel.maps;
+        let fd = match which {
+            TestMap::Data => maps.tld_data_map.as_fd(),
+            TestMap::WrongValue => maps.wrong_value_map.as_fd(),
+            TestMap::PlainHash => maps.plain_hash_map.as_fd(),
+        };
+        obj_pin(fd, path).map_err(Error::bpf(format!(
+            "pinning {} at {}",
+            which.name(),
+            path.display()
+        )))
+    }
+
+    /// The file descriptor of one of the object's maps.
+    pub fn map_fd(&self, which: TestMap) -> BorrowedFd<'_> {
+        let maps = &self.skel.maps;
+        match which {
+            TestMap::Data => maps.tld_data_map.as_fd(),
+            TestMap::WrongValue => maps.wrong_value_map.as_fd(),
+            TestMap::PlainHash => maps.plain_hash_map.as_fd(),
+        }
+    }
+
+    /// Pins the `dump_task` program at `path` (on a bpffs): a pinned BPF
+    /// object that is not a map. The pin outlives this object: remove the
+    /// file to drop it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bpf`] when pinning fails (no bpffs there, the file exists).
+    pub fn pin_program(&self, path: &Path) -> Result<(), Error> {
+        obj_pin(self.skel.progs.dump_task.as_fd(), path).map_err(Error::bpf(format!(
+            "pinning the dump_task program at {}",
+            path.display()
+        )))
     }
 
     /// Runs `read_basic` on the calling thread (`BPF_PROG_TEST_RUN` runs a
@@ -570,6 +632,42 @@ impl TestBpf {
             .map_err(Error::bpf(format!("running {name}")))?;
         Ok(())
     }
+}
+
+/// Privileges, kernel BTF and page size: what every loader here needs.
+pub(crate) fn preflight() -> Result<(), Error> {
+    if !has_bpf_privileges() {
+        return Err(Error::PermissionDenied);
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Err(Error::Unsupported(
+            "no kernel BTF at /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF=y is needed)".into(),
+        ));
+    }
+    // SAFETY: sysconf has no preconditions.
+    let running = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    if running != COMPILED_PAGE_SIZE {
+        return Err(Error::PageSizeMismatch {
+            compiled: COMPILED_PAGE_SIZE,
+            running,
+        });
+    }
+    Ok(())
+}
+
+/// `BPF_OBJ_PIN` of `fd` at `path`.
+fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> Result<(), libbpf_rs::Error> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| libbpf_rs::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a valid fd and a NUL-terminated path that outlives the call.
+    let ret = unsafe { libbpf_rs::libbpf_sys::bpf_obj_pin(fd.as_raw_fd(), cpath.as_ptr()) };
+    if ret < 0 {
+        return Err(libbpf_rs::Error::from_raw_os_error(-ret));
+    }
+    Ok(())
 }
 
 /// A skeleton plain-data struct from bytes the kernel returned.

@@ -621,3 +621,67 @@ fn pinned_map_is_shared() {
         other => panic!("expected an error for a missing pin, got {other:?}"),
     }
 }
+
+/// Every map of the object can be pinned (the same map at several paths),
+/// and so can a program; the pins hold what the object defines.
+#[test]
+fn pin_maps_and_program() {
+    use libbpf_rs::{MapCore, MapHandle, MapType, ProgramHandle};
+    use tld_bpf::TestMap;
+
+    let Some(bpf) = load_or_skip("pin_maps_and_program") else {
+        return;
+    };
+    // SAFETY: getpid has no preconditions.
+    let base = format!(
+        "/sys/fs/bpf/tld_bpf_pin_{}_{}",
+        unsafe { libc::getpid() },
+        gettid()
+    );
+    let paths: Vec<PathBuf> = ["data", "data_again", "wrong_value", "plain_hash", "prog"]
+        .iter()
+        .map(|n| PathBuf::from(format!("{base}_{n}")))
+        .collect();
+    struct Unpin<'a>(&'a [PathBuf]);
+    impl Drop for Unpin<'_> {
+        fn drop(&mut self) {
+            for p in self.0 {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+    let _unpin = Unpin(&paths);
+
+    bpf.pin_map(TestMap::Data, &paths[0]).unwrap();
+    bpf.pin_map(TestMap::Data, &paths[1]).unwrap();
+    bpf.pin_map(TestMap::WrongValue, &paths[2]).unwrap();
+    bpf.pin_map(TestMap::PlainHash, &paths[3]).unwrap();
+    bpf.pin_program(&paths[4]).unwrap();
+
+    let expect = [
+        (&paths[0], MapType::TaskStorage, 4, 24, "tld_data_map"),
+        (&paths[1], MapType::TaskStorage, 4, 24, "tld_data_map"),
+        (&paths[2], MapType::TaskStorage, 4, 8, "wrong_value_map"),
+        (&paths[3], MapType::Hash, 4, 24, "plain_hash_map"),
+    ];
+    for (path, ty, key, value, name) in expect {
+        let map = MapHandle::from_pinned_path(path).unwrap();
+        assert_eq!(map.map_type(), ty, "{}", path.display());
+        assert_eq!(
+            (map.key_size(), map.value_size()),
+            (key, value),
+            "{}",
+            path.display()
+        );
+        assert_eq!(map.name().to_str(), Some(name));
+    }
+    assert_eq!(TestMap::WrongValue.name(), "wrong_value_map");
+    let prog = ProgramHandle::from_pinned_path(&paths[4]).unwrap();
+    assert_eq!(prog.name().to_str(), Some("dump_task"));
+
+    // An existing file is an error naming the path.
+    match bpf.pin_map(TestMap::Data, &paths[0]) {
+        Err(Error::Bpf { op, .. }) => assert!(op.contains(&base), "{op}"),
+        other => panic!("expected an error pinning over an existing file, got {other:?}"),
+    }
+}

@@ -151,7 +151,9 @@ static inline int tld_key_err_or_zero(tld_key_t key)
 	__attribute__((constructor)) static void __tld_define_key_##key(void) \
 	{                                                                 \
 		key = tld_create_static_key(name, size);                  \
-	}
+	}                                                                 \
+	/* takes the caller's `;`, so `TLD_DEFINE_KEY(...);` is valid ISO C */ \
+	extern tld_key_t key
 
 /**
  * tld_get_data() - The calling thread's pointer to @key's value.

@@ -95,6 +95,17 @@ impl RawKey {
 
     /// Returns the key of that name if it exists with `size` bytes
     /// ([`Error::SizeMismatch`] if with another size), else creates it.
+    ///
+    /// ```
+    /// let a = tld::RawKey::get_or_create("shared_by_two_libraries", 16)?;
+    /// let b = tld::RawKey::get_or_create("shared_by_two_libraries", 16)?;
+    /// assert_eq!(a, b);
+    /// b.write(b"sixteen bytes!!!")?;
+    /// let mut out = [0u8; 16];
+    /// a.read(&mut out)?;
+    /// assert_eq!(&out, b"sixteen bytes!!!");
+    /// # Ok::<(), tld::Error>(())
+    /// ```
     pub fn get_or_create(name: impl AsRef<[u8]>, size: usize) -> Result<RawKey> {
         get_or_create(name.as_ref(), size, KeyKind::Dynamic).map(|info| RawKey { info })
     }
@@ -199,9 +210,13 @@ impl<T: Pod> Key<T> {
 
     /// Creates the key (strict); errors as [`RawKey::create`].
     ///
-    /// ```no_run
+    /// ```
+    /// // Without an attached map the values still work; BPF sees them once one is attached.
     /// let in_cs = tld::Key::<u8>::create("in_critical_section")?;
     /// in_cs.set(1)?;
+    /// assert_eq!(in_cs.get()?, 1);
+    /// assert_eq!(tld::Key::<u8>::create("in_critical_section").unwrap_err().errno(), libc::EEXIST);
+    /// std::thread::spawn(move || assert_eq!(in_cs.get().unwrap(), 0)).join().unwrap();
     /// # Ok::<(), tld::Error>(())
     /// ```
     pub fn create(name: impl AsRef<[u8]>) -> Result<Self> {
@@ -334,10 +349,12 @@ impl<T: Pod> StaticKey<T> {
 /// Defines a static key created before `main` (like `TLD_DEFINE_KEY`), so it
 /// gets exactly its size in every thread block.
 ///
-/// ```no_run
+/// ```
 /// tld::static_key!(static REQUEST_ID: u64 = "request_id");
 ///
 /// REQUEST_ID.set(42)?;
+/// assert_eq!(REQUEST_ID.get()?, 42);
+/// assert_eq!(tld::RawKey::find("request_id")?.size(), 8);
 /// # Ok::<(), tld::Error>(())
 /// ```
 #[macro_export]
@@ -469,6 +486,6 @@ pub fn runtime_stats() -> Result<RuntimeStats> {
 /// first if needed, and returns its data area (upstream `tld_get_data`).
 #[doc(hidden)]
 pub fn thread_data_for_map_fd(map_fd: i32) -> Result<NonNull<u8>> {
-    crate::maps::attach_fd(map_fd)?;
+    crate::maps::attached_fd(map_fd)?;
     thread_data()
 }

@@ -56,15 +56,21 @@ pub(crate) fn attach_path(path: &Path) -> Result<()> {
     attach_owned(fd, -1, &source)
 }
 
-/// Attaches the map behind the caller's `fd` (duplicated: the caller keeps its fd).
+/// The attached map the caller knows as `fd`, attaching it on first sight.
+/// The fd-number cache serves upstream `tld_get_data(map_fd, key)`, which
+/// passes the fd on every call; like upstream, it trusts the caller not to
+/// reuse the number for another map.
+pub(crate) fn attached_fd(fd: RawFd) -> Result<usize> {
+    if let Some(i) = runtime::runtime()?.map_by_user_fd(fd) {
+        return Ok(i);
+    }
+    attach_fd(fd)
+}
+
+/// Validates and attaches the map behind the caller's `fd` (duplicated: the caller keeps its fd).
 pub(crate) fn attach_fd(fd: RawFd) -> Result<usize> {
     let source = MapSource::Fd(fd);
     let fail = |problem| Error::Map { source: source.clone(), problem };
-    if let Ok(shared) = runtime::runtime() {
-        if let Some(i) = shared.map_by_user_fd(fd) {
-            return Ok(i);
-        }
-    }
     let own = sys::dup_cloexec(fd).map_err(|errno| {
         fail(if errno == libc::EBADF {
             MapProblem::NotAMap { kind: "not an open file descriptor".into() }
@@ -101,9 +107,12 @@ fn attach_owned(fd: RawFd, user_fd: RawFd, source: &MapSource) -> Result<()> {
 fn open_problem(path: &std::ffi::CStr, errno: i32) -> MapProblem {
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     let on_bpffs = unsafe { libc::statfs(path.as_ptr(), &mut st) } == 0;
+    let is_dir = std::fs::metadata(std::ffi::OsStr::from_bytes(path.to_bytes())).is_ok_and(|m| m.is_dir());
     match errno {
         libc::ENOENT => MapProblem::NotFound,
         _ if on_bpffs && st.f_type as i64 != sys::BPF_FS_MAGIC => MapProblem::NotBpffs,
+        // The kernel says EACCES for a bpffs directory: not a pinned object, not a privilege problem.
+        libc::EACCES if is_dir => MapProblem::NotAMap { kind: "a directory".into() },
         libc::EPERM | libc::EACCES => MapProblem::Permission { errno },
         libc::EINVAL if !on_bpffs => MapProblem::NotBpffs,
         _ => MapProblem::Os { op: "BPF_OBJ_GET", errno },

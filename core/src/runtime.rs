@@ -146,7 +146,9 @@ impl MetaSlots for Shared {
         unsafe { &self.slot(i).size }
     }
     fn slot_name(&self, i: usize) -> [u8; NAME_LEN] {
-        unsafe { std::ptr::read_volatile(&self.slot(i).name) }
+        // A plain copy: callers read it only after an acquire load of a
+        // non-zero size, and a published name never changes.
+        unsafe { self.slot(i).name }
     }
     fn write_slot_name(&self, i: usize, name: &[u8]) {
         unsafe {

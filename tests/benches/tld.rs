@@ -134,6 +134,8 @@ fn benches(c: &mut Criterion) {
                     let page = unsafe {
                         libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
                     } as u64;
+                    // Fault the page in first: tld's block pages are already resident.
+                    unsafe { (page as *mut u8).write_volatile(1) };
                     let value: [u64; 3] = [page, page, 8];
                     let t = Instant::now();
                     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, gettid(), libc::O_EXCL) } as i32;

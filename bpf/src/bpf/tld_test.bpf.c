@@ -11,6 +11,11 @@
  *   reads is bounded before use.
  * - count_registered: a task iterator counting the threads of one process
  *   that have a tld_data_map entry.
+ *
+ * Two more maps exist only to be pinned by tests of the user-space attach
+ * errors (no program uses them): wrong_value_map is a task-storage map like
+ * tld_data_map but with an 8-byte value, plain_hash_map a hash map whose value
+ * has tld_data_map's size (24 bytes), so only its type is wrong.
  */
 #define BPF_NO_KFUNC_PROTOTYPES
 #include "vmlinux.h"
@@ -32,6 +37,29 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #ifndef E2BIG
 #define E2BIG 7
 #endif
+
+/* Not tld_data_maps: for the attach error tests (TestMap::WrongValue). */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} wrong_value_map SEC(".maps");
+
+/* Same size as struct tld_map_value, so only the map type differs. */
+struct plain_hash_value {
+	__u64 a;
+	__u64 b;
+	__u64 c;
+};
+
+/* Not a tld_data_map (TestMap::PlainHash). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, int);
+	__type(value, struct plain_hash_value);
+} plain_hash_map SEC(".maps");
 
 /* The key cache of read_basic: one member per key it reads. */
 struct tld_keys {
