@@ -18,12 +18,11 @@ use std::ffi::CStr;
 use std::fmt;
 use std::io::Read;
 use std::mem::{size_of, ManuallyDrop, MaybeUninit};
-use std::os::fd::AsFd;
 use std::path::Path;
 use std::ptr::NonNull;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Iter, Link, MapCore, OpenObject};
+use libbpf_rs::{Iter, Link, OpenObject};
 
 use crate::{from_bytes, preflight, Error};
 
@@ -295,7 +294,6 @@ impl Inspector {
             op: "running the tld_inspect task iterator".into(),
             source: e.into(),
         })?;
-        let _ = self.skel.maps.tld_data_map.as_fd();
         parse(&out)
     }
 }
