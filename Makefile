@@ -9,9 +9,13 @@ export CARGO_BUILD_JOBS ?= 2
 setup:
 	@scripts/setup.sh
 
-# The C library (libtld.a, libtld.so) that the C tests and cross-copy tests load.
+# The C library (libtld.a, libtld.so) that the C tests and cross-copy tests
+# load, plus two copies built with other runtime ABI versions (1.1 joins a 1.0
+# runtime, 2.0 refuses it) for the version test.
 build: setup
 	$(CARGO) build -p tld-capi
+	TLD_TEST_RUNTIME_ABI_VERSION=65537 $(CARGO) build -p tld-capi --target-dir target/abi-1.1
+	TLD_TEST_RUNTIME_ABI_VERSION=131072 $(CARGO) build -p tld-capi --target-dir target/abi-2.0
 
 demo: build
 	$(CARGO) run -q -p tld-tests --example demo

@@ -126,6 +126,12 @@ impl CLibrary {
     pub fn load_copy(dir: &Path, name: &str) -> CLibrary {
         let path = dir.join(name);
         std::fs::copy(capi_dir().join("libtld.so"), &path).expect("copy libtld.so");
+        CLibrary::load_path(&path)
+    }
+
+    /// Loads the shared object at `path` (`RTLD_NOW | RTLD_LOCAL`).
+    pub fn load_path(path: &Path) -> CLibrary {
+        let path = path.to_path_buf();
         let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
         let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
         assert!(!handle.is_null(), "dlopen {}", path.display());
