@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::abi::{MAP_KEY_SIZE, MAP_VALUE_SIZE};
 use crate::error::{Error, MapProblem, MapSource, Result};
-use crate::runtime::{self, MAX_MAPS};
+use crate::runtime;
 use crate::sys;
 
 /// Where applications and BPF consumers meet unless told otherwise.
@@ -99,7 +99,6 @@ fn attach_owned(fd: RawFd, user_fd: RawFd, source: &MapSource) -> Result<()> {
     if result.is_err() {
         sys::close(fd);
     }
-    debug_assert!(MAX_MAPS > 0);
     result
 }
 

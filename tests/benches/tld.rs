@@ -41,7 +41,8 @@ fn hash_map_fd() -> c_int {
     fd as c_int
 }
 
-fn map_update(fd: c_int, key: &i32, value: &u64) -> i64 {
+/// `BPF_MAP_UPDATE_ELEM`, as a program without tld would call it.
+fn map_update<K, V>(fd: c_int, key: &K, value: &V) -> i64 {
     #[repr(C)]
     struct ElemAttr {
         map_fd: u32,
@@ -50,7 +51,7 @@ fn map_update(fd: c_int, key: &i32, value: &u64) -> i64 {
         value: u64,
         flags: u64,
     }
-    let mut attr = ElemAttr { map_fd: fd as u32, _pad: 0, key: key as *const _ as u64, value: value as *const _ as u64, flags: 0 };
+    let mut attr = ElemAttr { map_fd: fd as u32, _pad: 0, key: key as *const K as u64, value: value as *const V as u64, flags: 0 };
     unsafe { libc::syscall(libc::SYS_bpf, 2 /* BPF_MAP_UPDATE_ELEM */, &mut attr, std::mem::size_of::<ElemAttr>()) }
 }
 
@@ -139,16 +140,7 @@ fn benches(c: &mut Criterion) {
                     let value: [u64; 3] = [page, page, 8];
                     let t = Instant::now();
                     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, gettid(), libc::O_EXCL) } as i32;
-                    #[repr(C)]
-                    struct ElemAttr {
-                        map_fd: u32,
-                        _pad: u32,
-                        key: u64,
-                        value: u64,
-                        flags: u64,
-                    }
-                    let mut attr = ElemAttr { map_fd: data_fd as u32, _pad: 0, key: &pidfd as *const _ as u64, value: value.as_ptr() as u64, flags: 0 };
-                    let r = unsafe { libc::syscall(libc::SYS_bpf, 2, &mut attr, std::mem::size_of::<ElemAttr>()) };
+                    let r = map_update(data_fd, &pidfd, &value);
                     unsafe { libc::close(pidfd) };
                     let e = t.elapsed();
                     assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
