@@ -127,6 +127,9 @@ struct BlockPool {
     pages: AtomicU32,
     _pad: u32,
     free: AtomicPtr<u8>,
+    /// Pages of page addresses, chained: `[next, count, page...]`. The fork
+    /// child walks them to take back the blocks of threads that did not survive.
+    directory: AtomicPtr<u64>,
 }
 
 /// The first 8 bytes of a block: the runtime's own bookkeeping. BPF never reads it.
@@ -361,6 +364,7 @@ fn prepare(page: usize, shared_len: usize) -> Result<(Vec<u8>, *mut u8)> {
             pages: AtomicU32::new(0),
             _pad: 0,
             free: AtomicPtr::new(null_mut()),
+            directory: AtomicPtr::new(null_mut()),
         },
     };
     unsafe {
@@ -408,11 +412,60 @@ fn header(block: *mut u8) -> &'static BlockHeader {
 fn allocate_block(shared: &Shared) -> Result<*mut u8> {
     shared.lock.lock();
     let result = allocate_locked(shared);
+    if let Ok(block) = result {
+        // Under the lock, so a fork child never sees an allocated block without its owner.
+        header(block).registered.store(0, Ordering::Relaxed);
+        header(block).tid.store(sys::gettid(), Ordering::Relaxed);
+    }
     shared.lock.unlock();
-    let block = result?;
-    header(block).registered.store(0, Ordering::Relaxed);
-    header(block).tid.store(sys::gettid(), Ordering::Relaxed);
-    Ok(block)
+    result
+}
+
+/// Records a new pool page in the directory (under the lock).
+fn record_page(shared: &Shared, page: *mut u8) -> Result<()> {
+    let slots = shared.page_size() / 8;
+    let mut dir = shared.pool.directory.load(Ordering::Relaxed);
+    if dir.is_null() || unsafe { *dir.add(1) } as usize == slots - 2 {
+        let fresh = sys::mmap_anon(shared.page_size()).map_err(|errno| Error::Os { op: "mmap (block directory)", errno })?
+            as *mut u64;
+        unsafe { *fresh = dir as u64 };
+        shared.pool.directory.store(fresh, Ordering::Relaxed);
+        dir = fresh;
+    }
+    unsafe {
+        let count = *dir.add(1) as usize;
+        *dir.add(2 + count) = page as u64;
+        *dir.add(1) = count as u64 + 1;
+    }
+    Ok(())
+}
+
+/// In a fork child: returns every block but `keep` to the pool. Their
+/// threads do not exist here and the child's task storage is empty, so there
+/// is nothing to deregister. Raw memory operations only; the lock is held.
+fn reclaim_blocks_after_fork(shared: &Shared, keep: *mut u8) {
+    let pool = &shared.pool;
+    let size = pool.block_size.load(Ordering::Relaxed) as usize;
+    let page = shared.page_size();
+    let mut dir = pool.directory.load(Ordering::Relaxed);
+    while !dir.is_null() {
+        let count = unsafe { *dir.add(1) } as usize;
+        for i in 0..count {
+            let base = unsafe { *dir.add(2 + i) } as *mut u8;
+            for b in 0..page / size {
+                let block = unsafe { base.add(b * size) };
+                let hdr = header(block);
+                if block != keep && hdr.tid.load(Ordering::Relaxed) != 0 {
+                    hdr.tid.store(0, Ordering::Relaxed);
+                    hdr.registered.store(0, Ordering::Relaxed);
+                    unsafe { free_link(block).store(pool.free.load(Ordering::Relaxed), Ordering::Relaxed) };
+                    pool.free.store(block, Ordering::Relaxed);
+                    pool.live.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        dir = unsafe { *dir } as *mut u64;
+    }
 }
 
 fn allocate_locked(shared: &Shared) -> Result<*mut u8> {
@@ -428,6 +481,10 @@ fn allocate_locked(shared: &Shared) -> Result<*mut u8> {
     if block.is_null() {
         let page = shared.page_size();
         let base = sys::mmap_anon(page).map_err(|errno| Error::Os { op: "mmap (thread blocks)", errno })?;
+        if let Err(e) = record_page(shared, base) {
+            unsafe { libc::munmap(base.cast(), page) };
+            return Err(e);
+        }
         pool.pages.fetch_add(1, Ordering::Relaxed);
         // Thread the new blocks onto the free list; the first is returned.
         for i in (1..page / size).rev() {
@@ -571,6 +628,7 @@ extern "C" fn fork_child() {
     let pid = sys::getpid();
     if s.pid.swap(pid, Ordering::AcqRel) != pid {
         let block = unsafe { libc::pthread_getspecific(s.thread_key) } as *mut u8;
+        reclaim_blocks_after_fork(s, block);
         if !block.is_null() {
             let hdr = header(block);
             hdr.tid.store(sys::gettid(), Ordering::Relaxed);

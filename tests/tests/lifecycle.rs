@@ -57,12 +57,29 @@ fn fork_child_reregisters(bpf: &TestBpf) {
     let mut fds = [0; 2];
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     let (rd, wr) = (fds[0], fds[1]);
+    // Three other threads hold blocks at the fork; they do not exist in the child.
+    let hold = Arc::new(Barrier::new(4));
+    let others: Vec<_> = (0..3)
+        .map(|i| {
+            let hold = hold.clone();
+            std::thread::spawn(move || {
+                k.set(100 + i).unwrap();
+                hold.wait();
+                hold.wait();
+            })
+        })
+        .collect();
+    hold.wait();
+    assert_eq!(tld::runtime_stats().unwrap().live_blocks, 4);
     match unsafe { libc::fork() } {
         0 => {
             // The child: no new call into tld; write through the old pointer, let BPF read it.
             unsafe { before_fork.write_volatile(22) };
             let dump = bpf.dump_current().unwrap();
-            let ok = dump.registered && int_value(&dump, "fork_value") == Some(22);
+            let ok = dump.registered
+                && int_value(&dump, "fork_value") == Some(22)
+                // Only the surviving thread's block is still in use.
+                && tld::runtime_stats().unwrap().live_blocks == 1;
             let byte = [ok as u8];
             unsafe { libc::write(wr, byte.as_ptr().cast(), 1) };
             unsafe { libc::_exit(0) };
@@ -71,7 +88,11 @@ fn fork_child_reregisters(bpf: &TestBpf) {
             let mut byte = [0u8];
             assert_eq!(unsafe { libc::read(rd, byte.as_mut_ptr().cast(), 1) }, 1);
             unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
-            assert_eq!(byte[0], 1, "BPF in the child reads the child's write");
+            assert_eq!(byte[0], 1, "BPF in the child reads the child's write; other threads' blocks are reclaimed");
+            hold.wait();
+            for t in others {
+                t.join().unwrap();
+            }
             // The parent's value is its own.
             assert_eq!(int_value(&bpf.dump_current().unwrap(), "fork_value"), Some(11));
             assert_eq!(k.get().unwrap(), 11);
