@@ -17,8 +17,10 @@ build: setup
 	TLD_TEST_RUNTIME_ABI_VERSION=65537 $(CARGO) build -p tld-capi --target-dir target/abi-1.1
 	TLD_TEST_RUNTIME_ABI_VERSION=131072 $(CARGO) build -p tld-capi --target-dir target/abi-2.0
 
+# Pins a map with the `tld` tool, starts the demo workload, shows `tld dump`.
 demo: build
-	$(CARGO) run -q -p tld-tests --example demo
+	$(CARGO) build -q -p tld-cli -p tld-tests --example demo
+	@scripts/demo.sh
 
 # Every suite: unit, kernel (BPF reads what user space wrote), C ABI, benches
 # in test mode, doc examples, then the loom model of key creation.

@@ -152,13 +152,11 @@ fn with_maps_only<R>(
 /// pin (the path exists, or is not on a bpffs).
 pub fn create_pinned_map(path: &Path) -> Result<(), Error> {
     with_maps_only(|open| {
-        let mut skel = open
-            .load()
-            .map_err(Error::bpf("creating tld_data_map"))?;
-        skel.maps
-            .tld_data_map
-            .pin(path)
-            .map_err(Error::bpf(format!("pinning tld_data_map at {}", path.display())))
+        let mut skel = open.load().map_err(Error::bpf("creating tld_data_map"))?;
+        skel.maps.tld_data_map.pin(path).map_err(Error::bpf(format!(
+            "pinning tld_data_map at {}",
+            path.display()
+        )))
     })
 }
 
@@ -248,11 +246,10 @@ impl Inspector {
         let mut open = TldInspectSkelBuilder::default()
             .open(storage)
             .map_err(Error::bpf("opening the tld_inspect BPF object"))?;
-        let rodata = open
-            .maps
-            .rodata_data
-            .as_deref_mut()
-            .ok_or_else(|| Error::Unsupported("the tld_inspect object has no .rodata".into()))?;
+        let rodata =
+            open.maps.rodata_data.as_deref_mut().ok_or_else(|| {
+                Error::Unsupported("the tld_inspect object has no .rodata".into())
+            })?;
         rodata.target_tgid = filter.tgid;
         rodata.target_tid = filter.tid;
         rodata.emit_keys = i32::from(filter.keys);
@@ -343,7 +340,11 @@ fn parse(mut out: &[u8]) -> Result<Vec<ThreadView>, Error> {
                     size: k.size,
                     offset: k.offset,
                     in_page,
-                    value: if in_page { k.value[..n].to_vec() } else { Vec::new() },
+                    value: if in_page {
+                        k.value[..n].to_vec()
+                    } else {
+                        Vec::new()
+                    },
                 });
             }
             KIND_TASK => {

@@ -1,0 +1,194 @@
+//! `tld`: operate task local data (TLD) on a machine.
+//!
+//! Pins `tld_data_map`, reports the state of the machine, and shows the keys
+//! and per-thread values of a live process exactly as a BPF program sees
+//! them, through a generic task iterator (`tld_bpf::inspect`).
+
+mod pinned;
+mod show;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use pinned::Fail;
+
+const AFTER_HELP: &str = "\
+EXIT CODES
+  0  success
+  1  any other failure (a BPF operation failed; the message says which)
+  2  invalid command line
+  3  no such process (or no such thread with --tid); also when the process
+     exits while `dump --watch` runs
+  4  the process does not use tld: none of its threads is registered in the map
+  5  no map pinned at the path
+  6  bpffs is not mounted where the path points
+  7  no privilege: loading the reader needs root (or CAP_BPF + CAP_PERFMON),
+     creating or opening the pin needs the right to it
+  8  the object pinned at the path is not a tld_data_map (the reason is printed)
+  9  the kernel cannot create tld_data_map (UPTRs in task storage: Linux 6.13+)
+
+The map path is --path, else $TLD_MAP_PATH, else /sys/fs/bpf/tld/tld_data_map
+(the path applications attach to by default). Process and thread ids are those
+of the initial pid namespace.
+
+Security: whoever can write the pinned map can set the values of ANY task, of
+any process and user. The pin's file mode is the trust boundary; BPF programs
+must treat TLD values as untrusted hints.
+
+Run `tld dump --help` for the --json schema.";
+
+const DUMP_HELP: &str = "\
+Values of 1, 2, 4 and 8 bytes print as signed little-endian integers, others
+as hex (memory order). '-' means the thread has no such key; '?' a value that
+was skipped because it lies outside the thread's data page (reported on
+stderr, never read).
+
+--json prints one JSON document (with --watch: one per line, JSON Lines):
+  {
+    \"schema\": \"tld-dump/1\",
+    \"map\": \"/sys/fs/bpf/tld/tld_data_map\",
+    \"pid\": 1234,
+    \"keys\": [ {\"slot\": 0, \"name\": \"priority\", \"size\": 4, \"offset\": 0}, ... ],
+    \"threads\": [
+      { \"tid\": 1235, \"name\": \"worker-0\",
+        \"values\": { \"priority\": {\"int\": 3, \"hex\": \"03000000\", \"truncated\": false},
+                    \"blob\": {\"hex\": \"0102...\", \"truncated\": false},
+                    \"late\": null } },
+      ...
+    ],
+    \"warnings\": [ \"tid 1236: slot 3 is still being written (size 0): it and later slots were skipped\" ]
+  }
+keys: the process's published keys in slot order (the union of what every
+thread's walk saw). threads: registered threads by tid; name is
+/proc/PID/task/TID/comm. values: one member per key of `keys`; absent when the
+thread's walk did not reach that slot, null when the value lies outside the
+thread's data page. int: present for sizes 1, 2, 4, 8 (signed). hex: the
+value's bytes, at most the first 64. truncated: the value is longer than
+64 bytes. New fields may be added; existing ones keep their meaning while
+schema stays tld-dump/1.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tld",
+    version,
+    about = "Operate task local data: pin tld_data_map, and show what BPF sees of a process's per-thread values",
+    after_help = AFTER_HELP
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create tld_data_map and pin it (idempotent when a compatible map is pinned there).
+    Pin {
+        /// Pin path [default: $TLD_MAP_PATH, else /sys/fs/bpf/tld/tld_data_map].
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// File mode of the pin, in octal (e.g. 0600, 0660, 0666). Whoever
+        /// can write the pin can set the values of any task.
+        #[arg(long, value_parser = parse_mode)]
+        mode: Option<u32>,
+        /// Group owning the pin (name or number), to combine with --mode 0660.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Remove the pin (the map lives on while applications hold it).
+    Unpin {
+        /// Pin path [default: $TLD_MAP_PATH, else /sys/fs/bpf/tld/tld_data_map].
+        #[arg(long)]
+        path: Option<PathBuf>,
+    },
+    /// Show bpffs, the pinned map, kernel UPTR support and registered tasks.
+    Status {
+        /// Pin path [default: $TLD_MAP_PATH, else /sys/fs/bpf/tld/tld_data_map].
+        #[arg(long)]
+        path: Option<PathBuf>,
+    },
+    /// List the keys of a process (slot, name, size, offset) as BPF sees them.
+    Keys {
+        /// Process id.
+        pid: i32,
+        /// Pin path [default: $TLD_MAP_PATH, else /sys/fs/bpf/tld/tld_data_map].
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// Print JSON (the `keys` part of the `dump --json` schema, with
+        /// schema "tld-keys/1").
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the values of every registered thread of a process, one row per thread.
+    #[command(after_help = DUMP_HELP)]
+    Dump {
+        /// Process id.
+        pid: i32,
+        /// Only this thread.
+        #[arg(long)]
+        tid: Option<i32>,
+        /// Print JSON (schema below).
+        #[arg(long)]
+        json: bool,
+        /// Redraw every SECONDS until interrupted (or the process exits).
+        #[arg(long, value_name = "SECONDS", value_parser = parse_interval)]
+        watch: Option<f64>,
+        /// Pin path [default: $TLD_MAP_PATH, else /sys/fs/bpf/tld/tld_data_map].
+        #[arg(long)]
+        path: Option<PathBuf>,
+    },
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o7777 => Ok(mode),
+        _ => Err(format!("{s} is not an octal file mode (e.g. 0600, 0666)")),
+    }
+}
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if (0.05..=86400.0).contains(&secs) => Ok(secs),
+        _ => Err(format!(
+            "{s} is not a number of seconds between 0.05 and 86400"
+        )),
+    }
+}
+
+fn map_path(path: Option<PathBuf>) -> PathBuf {
+    path.unwrap_or_else(tld::default_map_path)
+}
+
+fn run(cli: Cli) -> Result<(), Fail> {
+    match cli.cmd {
+        Cmd::Pin { path, mode, group } => pinned::pin(&map_path(path), mode, group.as_deref()),
+        Cmd::Unpin { path } => pinned::unpin(&map_path(path)),
+        Cmd::Status { path } => show::status(&map_path(path)),
+        Cmd::Keys { pid, path, json } => show::keys(&map_path(path), pid, json),
+        Cmd::Dump {
+            pid,
+            tid,
+            json,
+            watch,
+            path,
+        } => show::dump(&map_path(path), pid, tid, json, watch),
+    }
+}
+
+fn main() -> ExitCode {
+    // libbpf logs verifier output and pin failures to stderr; the tool
+    // prints one line naming the cause instead. TLD_DEBUG=1 brings it back.
+    if std::env::var_os("TLD_DEBUG").map_or(true, |v| v.is_empty() || v == "0") {
+        libbpf_rs::set_print(None);
+    }
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(fail) => {
+            eprintln!("tld: {fail}");
+            ExitCode::from(fail.code())
+        }
+    }
+}

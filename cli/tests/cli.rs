@@ -1,0 +1,984 @@
+//! End-to-end tests of the `tld` tool against the kernel and a real
+//! workload: a forked child of this (single-threaded) test process that
+//! attaches to a test-unique pin by path and publishes known values from
+//! several threads, driven over pipes.
+//!
+//! No libtest: scenarios fork, which is only safe from a single-threaded
+//! parent. Kernel tests follow the workspace rule: skipped with a message
+//! without privileges, failed instead under CI=true.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tld_bpf::{TestBpf, TestMap};
+
+const TLD: &str = env!("CARGO_BIN_EXE_tld");
+const NOBODY: u32 = 65534;
+const THREADS: usize = 3;
+
+// ---------------------------------------------------------------------------
+// Pins: a unique directory under /sys/fs/bpf per scenario, removed on drop.
+
+struct PinDir(PathBuf);
+
+impl PinDir {
+    fn new(tag: &str) -> PinDir {
+        let dir = PathBuf::from(format!(
+            "/sys/fs/bpf/tld-cli-test-{}-{tag}",
+            std::process::id()
+        ));
+        remove_dir(&dir);
+        PinDir(dir)
+    }
+    fn map(&self) -> PathBuf {
+        self.0.join("tld_data_map")
+    }
+}
+
+fn remove_dir(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        remove_dir(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Running the tool.
+
+fn tld(args: &[&str]) -> Output {
+    Command::new(TLD)
+        .args(args)
+        .env_remove("TLD_MAP_PATH")
+        .output()
+        .expect("run tld")
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn expect_ok(out: &Output) {
+    assert_eq!(
+        code(out),
+        0,
+        "tld failed: stdout {:?} stderr {:?}",
+        stdout(out),
+        stderr(out)
+    );
+}
+
+fn expect_code(out: &Output, want: i32, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(
+        code(out),
+        want,
+        "wrong exit code: stdout {:?} stderr {err:?}",
+        stdout(out)
+    );
+    assert!(
+        err.contains(needle),
+        "stderr {err:?} does not mention {needle:?}"
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "not a one-line message: {err:?}"
+    );
+}
+
+fn pin(dir: &PinDir, extra: &[&str]) -> PathBuf {
+    let map = dir.map();
+    let mut args = vec!["pin", "--path", map.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    expect_ok(&tld(&args));
+    map
+}
+
+fn json_of(out: &Output) -> Value {
+    expect_ok(out);
+    serde_json::from_str(stdout(out).trim())
+        .unwrap_or_else(|e| panic!("bad JSON {:?}: {e}", stdout(out)))
+}
+
+// ---------------------------------------------------------------------------
+// The workload.
+
+/// Per-thread values: priority 10+i (i32), in_cs i%2 (u8), request_id
+/// 1000+i (+100 per bump, u64), level -i (i16), tag 16 bytes of i+1, blob
+/// 80 bytes of 0xa0+i (longer than what the tool shows).
+fn expected(i: usize, bumps: u64) -> Vec<(&'static str, usize, Option<i64>, Vec<u8>)> {
+    let b = i as u8;
+    vec![
+        (
+            "priority",
+            4,
+            Some(10 + i as i64),
+            (10 + i as i32).to_le_bytes().to_vec(),
+        ),
+        ("in_cs", 1, Some((i % 2) as i64), vec![b % 2]),
+        (
+            "request_id",
+            8,
+            Some((1000 + i as u64 + 100 * bumps) as i64),
+            (1000 + i as u64 + 100 * bumps).to_le_bytes().to_vec(),
+        ),
+        (
+            "level",
+            2,
+            Some(-(i as i64)),
+            (-(i as i16)).to_le_bytes().to_vec(),
+        ),
+        ("tag", 16, None, vec![b + 1; 16]),
+        ("blob", 80, None, vec![0xa0 + b; 64]),
+    ]
+}
+
+const KEYS: &[(&str, u64, u64)] = &[
+    // name, size, offset
+    ("priority", 4, 0),
+    ("in_cs", 1, 8),
+    ("request_id", 8, 16),
+    ("level", 2, 24),
+    ("tag", 16, 32),
+    ("blob", 80, 48),
+];
+
+enum Cmd {
+    Bump,
+    Exit,
+}
+
+/// Runs in the forked child: never returns.
+fn workload_main(map: &Path, cmd_fd: OwnedFd, ack_fd: OwnedFd, uid: Option<u32>) -> ! {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if let Some(uid) = uid {
+            // SAFETY: plain system calls in a single-threaded child.
+            unsafe {
+                assert_eq!(libc::setgroups(0, std::ptr::null()), 0, "setgroups");
+                assert_eq!(libc::setgid(uid), 0, "setgid");
+                assert_eq!(libc::setuid(uid), 0, "setuid");
+            }
+        }
+        let mut ack = File::from(ack_fd);
+        let cmds = BufReader::new(File::from(cmd_fd));
+        tld::set_dynamic_reserve(256).expect("reserve");
+        tld::attach_path(map).expect("attach the pinned map by path");
+        let keys = (
+            tld::Key::<i32>::get_or_create("priority").unwrap(),
+            tld::Key::<u8>::get_or_create("in_cs").unwrap(),
+            tld::Key::<u64>::get_or_create("request_id").unwrap(),
+            tld::Key::<i16>::get_or_create("level").unwrap(),
+            tld::Key::<[u8; 16]>::get_or_create("tag").unwrap(),
+            tld::RawKey::get_or_create("blob", 80).unwrap(),
+        );
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut workers: Vec<Option<(mpsc::Sender<Cmd>, std::thread::JoinHandle<()>)>> = Vec::new();
+        for i in 0..THREADS {
+            let (tx, rx) = mpsc::channel::<Cmd>();
+            let ready = ready_tx.clone();
+            let (prio, in_cs, req, level, tag, blob) = keys;
+            let h = std::thread::Builder::new()
+                .name(format!("wl-{i}"))
+                .spawn(move || {
+                    let mut request = 1000 + i as u64;
+                    prio.set(10 + i as i32).unwrap();
+                    in_cs.set((i % 2) as u8).unwrap();
+                    req.set(request).unwrap();
+                    level.set(-(i as i16)).unwrap();
+                    tag.set([i as u8 + 1; 16]).unwrap();
+                    blob.write(&[0xa0 + i as u8; 80]).unwrap();
+                    ready
+                        .send((i, unsafe { libc::syscall(libc::SYS_gettid) } as i32))
+                        .unwrap();
+                    for cmd in rx {
+                        match cmd {
+                            Cmd::Bump => {
+                                request += 100;
+                                req.set(request).unwrap();
+                                ready.send((i, 0)).unwrap();
+                            }
+                            Cmd::Exit => return,
+                        }
+                    }
+                })
+                .unwrap();
+            workers.push(Some((tx, h)));
+        }
+        let mut tids = [0; THREADS];
+        for _ in 0..THREADS {
+            let (i, tid) = ready_rx.recv().unwrap();
+            tids[i] = tid;
+        }
+        let line: Vec<String> = tids.iter().map(|t| t.to_string()).collect();
+        writeln!(ack, "ready {}", line.join(" ")).unwrap();
+        for line in cmds.lines() {
+            let line = line.unwrap();
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["bump"] => {
+                    let live: Vec<_> = workers.iter().flatten().collect();
+                    for (tx, _) in &live {
+                        tx.send(Cmd::Bump).unwrap();
+                    }
+                    for _ in 0..live.len() {
+                        ready_rx.recv().unwrap();
+                    }
+                }
+                ["exit", n] => {
+                    let (tx, h) = workers[n.parse::<usize>().unwrap()].take().unwrap();
+                    tx.send(Cmd::Exit).unwrap();
+                    h.join().unwrap();
+                }
+                ["quit"] => break,
+                other => panic!("unknown command {other:?}"),
+            }
+            writeln!(ack, "ok").unwrap();
+        }
+    }));
+    // SAFETY: leaving the forked child without running the parent's atexit.
+    unsafe { libc::_exit(if result.is_ok() { 0 } else { 1 }) }
+}
+
+struct Workload {
+    pid: i32,
+    tids: Vec<i32>,
+    cmd: Option<File>,
+    ack: BufReader<File>,
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid out array.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: two new fds we own.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+impl Workload {
+    fn start(map: &Path, uid: Option<u32>) -> Workload {
+        let (cmd_r, cmd_w) = pipe();
+        let (ack_r, ack_w) = pipe();
+        let _ = std::io::stdout().flush();
+        // SAFETY: the test process is single-threaded here (no libtest, and
+        // every helper thread was joined), so the child may run Rust code.
+        match unsafe { libc::fork() } {
+            -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+            0 => {
+                drop(cmd_w);
+                drop(ack_r);
+                workload_main(map, cmd_r, ack_w, uid)
+            }
+            pid => {
+                drop(cmd_r);
+                drop(ack_w);
+                let mut w = Workload {
+                    pid,
+                    tids: Vec::new(),
+                    cmd: Some(File::from(cmd_w)),
+                    ack: BufReader::new(File::from(ack_r)),
+                };
+                let line = w.read_ack();
+                let tids = line
+                    .strip_prefix("ready ")
+                    .unwrap_or_else(|| panic!("workload said {line:?}"));
+                w.tids = tids
+                    .split_whitespace()
+                    .map(|t| t.parse().unwrap())
+                    .collect();
+                assert_eq!(w.tids.len(), THREADS);
+                w
+            }
+        }
+    }
+
+    fn read_ack(&mut self) -> String {
+        let mut line = String::new();
+        self.ack
+            .read_line(&mut line)
+            .expect("read from the workload");
+        assert!(!line.is_empty(), "the workload died");
+        line.trim_end().to_string()
+    }
+
+    fn send(&mut self, cmd: &str) {
+        writeln!(self.cmd.as_mut().unwrap(), "{cmd}").unwrap();
+        assert_eq!(self.read_ack(), "ok", "workload command {cmd}");
+    }
+
+    /// Asks the workload to exit and reaps it.
+    fn quit(&mut self) {
+        if let Some(mut cmd) = self.cmd.take() {
+            let _ = writeln!(cmd, "quit");
+        }
+        self.reap();
+    }
+
+    fn reap(&mut self) {
+        if self.pid > 0 {
+            let mut status = 0;
+            // SAFETY: our own child.
+            unsafe { libc::waitpid(self.pid, &mut status, 0) };
+            self.pid = 0;
+        }
+    }
+
+    fn pid_str(&self) -> String {
+        self.pid.to_string()
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        if self.pid > 0 {
+            // SAFETY: our own child, not yet reaped.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            self.reap();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Checks of the JSON documents.
+
+fn check_keys(keys: &Value) {
+    let keys = keys.as_array().expect("keys array");
+    assert_eq!(keys.len(), KEYS.len(), "keys: {keys:?}");
+    for (slot, (k, (name, size, offset))) in keys.iter().zip(KEYS).enumerate() {
+        assert_eq!(k["slot"], slot as u64, "{k}");
+        assert_eq!(k["name"], *name, "{k}");
+        assert_eq!(k["size"], *size, "{k}");
+        assert_eq!(k["offset"], *offset, "{k}");
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks one thread's values: exactly the published keys.
+fn check_thread(t: &Value, tid: i32, i: usize, bumps: u64) {
+    assert_eq!(t["tid"], tid, "{t}");
+    assert_eq!(t["name"], format!("wl-{i}"), "{t}");
+    let values = t["values"].as_object().expect("values object");
+    let want = expected(i, bumps);
+    assert_eq!(values.len(), want.len(), "{t}");
+    for (name, size, int, bytes) in want {
+        let v = &values[name];
+        match int {
+            Some(n) => assert_eq!(v["int"], n, "{name} of thread {i}: {v}"),
+            None => assert!(v.get("int").is_none(), "{name} has no int: {v}"),
+        }
+        assert_eq!(v["hex"], hex(&bytes), "{name} of thread {i}: {v}");
+        assert_eq!(v["truncated"], size > 64, "{name}: {v}");
+    }
+}
+
+fn threads_by_tid(doc: &Value) -> Vec<i32> {
+    doc["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tid"].as_i64().unwrap() as i32)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios.
+
+fn pin_is_idempotent_and_refuses_wrong_objects() {
+    let dir = PinDir::new("pin");
+    let map = pin(&dir, &["--mode", "0600"]);
+    let path = map.to_str().unwrap();
+    let again = tld(&["pin", "--path", path]);
+    expect_ok(&again);
+    assert!(
+        stdout(&again).contains("already pinned"),
+        "{}",
+        stdout(&again)
+    );
+    // TLD_MAP_PATH is honoured.
+    let out = Command::new(TLD)
+        .args(["pin"])
+        .env("TLD_MAP_PATH", &map)
+        .output()
+        .unwrap();
+    expect_ok(&out);
+    assert!(stdout(&out).contains("already pinned"));
+    let status = tld(&["status", "--path", path]);
+    expect_ok(&status);
+    let text = stdout(&status);
+    assert!(
+        text.contains("mounted") && text.contains("pinned at") && text.contains("mode 0600"),
+        "{text}"
+    );
+    assert!(text.contains("uptr:        supported"), "{text}");
+
+    expect_ok(&tld(&["unpin", "--path", path]));
+    assert!(!map.exists());
+    expect_code(&tld(&["unpin", "--path", path]), 5, "no map pinned");
+
+    // Wrong objects at the path: refused with the reason, left in place.
+    let bpf = TestBpf::load().expect("load the test BPF programs");
+    let cases = [
+        (TestMap::WrongValue, "value size 8"),
+        (TestMap::PlainHash, "not task storage"),
+    ];
+    for (which, reason) in cases {
+        bpf.pin_map(which, &map).unwrap();
+        expect_code(&tld(&["pin", "--path", path]), 8, reason);
+        expect_code(&tld(&["dump", "1", "--path", path]), 8, reason);
+        expect_code(&tld(&["unpin", "--path", path]), 8, "not a tld_data_map");
+        assert!(map.exists());
+        std::fs::remove_file(&map).unwrap();
+    }
+    bpf.pin_program(&map).unwrap();
+    expect_code(&tld(&["pin", "--path", path]), 8, "not a BPF map");
+}
+
+fn keys_and_dump_show_exactly_what_was_published() {
+    let dir = PinDir::new("dump");
+    let map = pin(&dir, &[]);
+    let path = map.to_str().unwrap();
+    let w = Workload::start(&map, None);
+    let pid = w.pid_str();
+
+    let keys = json_of(&tld(&["keys", &pid, "--path", path, "--json"]));
+    assert_eq!(keys["schema"], "tld-keys/1");
+    assert_eq!(keys["pid"], w.pid);
+    check_keys(&keys["keys"]);
+    assert_eq!(keys["warnings"].as_array().unwrap().len(), 0, "{keys}");
+
+    let text = tld(&["keys", &pid, "--path", path]);
+    expect_ok(&text);
+    let lines: Vec<String> = stdout(&text)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(lines[0], "SLOT NAME SIZE OFFSET");
+    assert_eq!(lines[3], "2 request_id 8 16");
+
+    let doc = json_of(&tld(&["dump", &pid, "--path", path, "--json"]));
+    assert_eq!(doc["schema"], "tld-dump/1");
+    assert_eq!(doc["map"], path);
+    check_keys(&doc["keys"]);
+    let threads = doc["threads"].as_array().unwrap();
+    assert_eq!(
+        threads_by_tid(&doc),
+        {
+            let mut t = w.tids.clone();
+            t.sort();
+            t
+        },
+        "{doc}"
+    );
+    for t in threads {
+        let tid = t["tid"].as_i64().unwrap() as i32;
+        let i = w.tids.iter().position(|&x| x == tid).unwrap();
+        check_thread(t, tid, i, 0);
+    }
+
+    // --tid: one row.
+    let tid1 = w.tids[1].to_string();
+    let one = json_of(&tld(&[
+        "dump", &pid, "--tid", &tid1, "--path", path, "--json",
+    ]));
+    assert_eq!(threads_by_tid(&one), vec![w.tids[1]]);
+    check_thread(&one["threads"][0], w.tids[1], 1, 0);
+    expect_code(
+        &tld(&["dump", &pid, "--tid", "999999", "--path", path]),
+        3,
+        "no thread 999999",
+    );
+
+    // The table: integers for 1/2/4/8 bytes, hex otherwise.
+    let table = tld(&["dump", &pid, "--tid", &tid1, "--path", path]);
+    expect_ok(&table);
+    let rows: Vec<Vec<String>> = stdout(&table)
+        .lines()
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "TID",
+            "THREAD",
+            "priority",
+            "in_cs",
+            "request_id",
+            "level",
+            "tag",
+            "blob"
+        ]
+    );
+    assert_eq!(
+        rows[1][..6],
+        [tid1.as_str(), "wl-1", "11", "1", "1001", "-1"]
+    );
+    assert_eq!(rows[1][6], format!("0x{}", "02".repeat(16)));
+    assert_eq!(rows[1][7], format!("0x{}...", "a1".repeat(64)));
+}
+
+fn watch_follows_changes_exits_and_the_process() {
+    let dir = PinDir::new("watch");
+    let map = pin(&dir, &[]);
+    let path = map.to_str().unwrap();
+    let mut w = Workload::start(&map, None);
+    let pid = w.pid_str();
+
+    let mut watcher = Command::new(TLD)
+        .args(["dump", &pid, "--path", path, "--json", "--watch", "0.1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = watcher.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<Value>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx
+                .send(serde_json::from_str(&line).expect("JSON line"))
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let wait_for = |what: &str, pred: &dyn Fn(&Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(doc) if pred(&doc) => return doc,
+                Ok(_) => {}
+                Err(e) => panic!("waiting for {what}: {e}"),
+            }
+        }
+    };
+
+    let first = wait_for("the first document", &|_| true);
+    assert_eq!(
+        first["threads"].as_array().unwrap().len(),
+        THREADS,
+        "{first}"
+    );
+
+    w.send("bump");
+    let bumped = wait_for("bumped request ids", &|d| {
+        d["threads"][0]["values"]["request_id"]["int"]
+            != first["threads"][0]["values"]["request_id"]["int"]
+    });
+    for t in bumped["threads"].as_array().unwrap() {
+        let tid = t["tid"].as_i64().unwrap() as i32;
+        let i = w.tids.iter().position(|&x| x == tid).unwrap();
+        check_thread(t, tid, i, 1);
+    }
+
+    w.send("exit 1");
+    let gone = w.tids[1];
+    let after = wait_for("thread 1 to disappear", &|d| {
+        !threads_by_tid(d).contains(&gone)
+    });
+    assert_eq!(
+        after["threads"].as_array().unwrap().len(),
+        THREADS - 1,
+        "{after}"
+    );
+
+    // The process exits: the watch ends with the documented error.
+    w.quit();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = watcher.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = watcher.kill();
+            panic!("the watch did not end when the process exited");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    reader.join().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut watcher.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(3), "stderr {err:?}");
+    assert!(err.contains(&format!("process {pid} exited")), "{err:?}");
+
+    // And so does a new dump or keys.
+    expect_code(&tld(&["dump", &pid, "--path", path]), 3, "no process");
+    expect_code(&tld(&["keys", &pid, "--path", path]), 3, "no process");
+}
+
+fn errors_name_the_cause() {
+    let dir = PinDir::new("errors");
+    let me = std::process::id().to_string();
+    let missing = dir.map();
+    let missing = missing.to_str().unwrap();
+    expect_code(&tld(&["dump", &me, "--path", missing]), 5, "no map pinned");
+    expect_code(
+        &tld(&["dump", &me, "--path", "/tmp/tld-not-bpffs/map"]),
+        6,
+        "bpffs is not mounted",
+    );
+    expect_code(
+        &tld(&["pin", "--path", "/tmp/tld-not-bpffs/map"]),
+        6,
+        "bpffs is not mounted",
+    );
+    expect_code(
+        &tld(&["dump", "999999999", "--path", missing]),
+        3,
+        "no process with pid 999999999",
+    );
+    let map = pin(&dir, &[]);
+    // This process uses no tld.
+    expect_code(
+        &tld(&["dump", &me, "--path", map.to_str().unwrap()]),
+        4,
+        "does not use tld",
+    );
+    expect_code(
+        &tld(&["keys", &me, "--path", map.to_str().unwrap()]),
+        4,
+        "does not use tld",
+    );
+    // A bad command line is 2.
+    assert_eq!(code(&tld(&["dump"])), 2);
+    let help = tld(&["--help"]);
+    assert!(stdout(&help).contains("EXIT CODES"), "{}", stdout(&help));
+    let help = tld(&["dump", "--help"]);
+    assert!(stdout(&help).contains("tld-dump/1"));
+}
+
+fn a_0666_pin_serves_an_unprivileged_workload() {
+    let dir = PinDir::new("nobody");
+    // Under a strict umask too: tld makes the directories it creates 0755.
+    // SAFETY: umask has no preconditions.
+    let umask = unsafe { libc::umask(0o077) };
+    let map = pin(&dir, &["--mode", "0666"]);
+    unsafe { libc::umask(umask) };
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!((mode(&dir.0), mode(&map)), (0o755, 0o666));
+    let path = map.to_str().unwrap();
+    let w = Workload::start(&map, Some(NOBODY));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", w.pid)).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("65534")),
+        "{status}"
+    );
+    let doc = json_of(&tld(&["dump", &w.pid_str(), "--path", path, "--json"]));
+    check_keys(&doc["keys"]);
+    assert_eq!(doc["threads"].as_array().unwrap().len(), THREADS);
+    for t in doc["threads"].as_array().unwrap() {
+        let tid = t["tid"].as_i64().unwrap() as i32;
+        let i = w.tids.iter().position(|&x| x == tid).unwrap();
+        check_thread(t, tid, i, 0);
+    }
+    // The unprivileged user may write the map but not read it through BPF.
+    // A copy of the tool nobody can run whatever the checkout's modes.
+    let bin_dir = std::env::temp_dir().join(format!("tld-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let _cleanup = RemoveOnDrop(bin_dir.clone());
+    std::fs::set_permissions(&bin_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bin_dir.join("tld");
+    std::fs::copy(TLD, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(&bin)
+        .args(["dump", &w.pid_str(), "--path", path])
+        .env_remove("TLD_MAP_PATH")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    expect_code(&out, 7, "needs root");
+}
+
+/// Metadata the process controls is untrusted: registered by hand (the
+/// test's own main thread, DESIGN.md §2 layout), garbage is reported and
+/// never read out of bounds.
+fn garbage_metadata_is_skipped_and_reported() {
+    let dir = PinDir::new("garbage");
+    let map = pin(&dir, &[]);
+    let path = map.to_str().unwrap();
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let slots = page / 64 - 1;
+    let c = std::ffi::CString::new(path).unwrap();
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe { libbpf_rs::libbpf_sys::bpf_obj_get(c.as_ptr()) };
+    assert!(fd >= 0, "bpf_obj_get: {fd}");
+    // SAFETY: a new fd we own.
+    let map_fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let meta = Page::new(page);
+    let data = Page::new(page);
+    // cnt beyond the slot count; slot 0 fits exactly at the end of the data
+    // page; slot 1 runs past it; the rest are nameless-NUL garbage.
+    meta.write(0, &u16::MAX.to_ne_bytes());
+    meta.write(2, &u16::MAX.to_ne_bytes());
+    let set_slot = |i: usize, name: &[u8], size: u16| {
+        let mut raw = [0u8; 62];
+        raw[..name.len()].copy_from_slice(name);
+        meta.write(4 + 64 * i, &raw);
+        meta.write(4 + 64 * i + 62, &size.to_ne_bytes());
+    };
+    set_slot(0, b"first", 8);
+    set_slot(1, b"past", 60000);
+    for i in 2..slots {
+        set_slot(i, &[b'A'; 62], u16::MAX);
+    }
+    data.write(page - 8, &[0xab; 8]);
+    let me = std::process::id().to_string();
+    let tid = unsafe { libc::gettid() };
+    let reg = Registration::new(&map_fd, tid);
+    reg.update(data.addr(), meta.addr(), (page - 8) as u16);
+
+    let doc = json_of(&tld(&["dump", &me, "--path", path, "--json"]));
+    assert_eq!(threads_by_tid(&doc), vec![tid], "{doc}");
+    let keys = doc["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), slots, "{doc}");
+    assert_eq!(
+        (&keys[0]["name"], &keys[0]["offset"]),
+        (&Value::from("first"), &Value::from(0))
+    );
+    assert_eq!(
+        (&keys[1]["name"], &keys[1]["offset"]),
+        (&Value::from("past"), &Value::from(8))
+    );
+    let values = &doc["threads"][0]["values"];
+    assert_eq!(values["first"]["hex"], "ab".repeat(8));
+    assert_eq!(values["first"]["int"], i64::from_le_bytes([0xab; 8]));
+    assert_eq!(values["past"], Value::Null);
+    let warnings: Vec<&str> = doc["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains(&format!("cnt 65535 exceeds the {slots} slots"))),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("\"past\"") && w.contains("runs past the thread's data page")),
+        "{warnings:?}"
+    );
+    // The table marks the skipped value and warns on stderr.
+    let table = tld(&["dump", &me, "--path", path]);
+    expect_ok(&table);
+    assert!(
+        stderr(&table).contains("warning: tid"),
+        "{}",
+        stderr(&table)
+    );
+
+    // A slot still being written (size 0) ends the walk, reported.
+    meta.write(0, &3u16.to_ne_bytes());
+    set_slot(1, b"past", 0);
+    let doc = json_of(&tld(&["dump", &me, "--path", path, "--json"]));
+    let keys = doc["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{doc}");
+    let warnings = doc["warnings"].to_string();
+    assert!(
+        warnings.contains("slot 1 is still being written"),
+        "{warnings}"
+    );
+    let keys_out = tld(&["keys", &me, "--path", path]);
+    expect_ok(&keys_out);
+    assert!(stderr(&keys_out).contains("slot 1 is still being written"));
+
+    // NULL UPTRs: registered, nothing followed.
+    reg.update(0, 0, 8);
+    let doc = json_of(&tld(&["dump", &me, "--path", path, "--json"]));
+    assert_eq!(doc["keys"].as_array().unwrap().len(), 0);
+    assert!(
+        doc["warnings"]
+            .to_string()
+            .contains("without a metadata page"),
+        "{doc}"
+    );
+}
+
+/// An anonymous page of our own, written with volatile stores (BPF reads it).
+struct Page {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Page {
+    fn new(len: usize) -> Page {
+        // SAFETY: a fresh anonymous mapping, checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        Page {
+            ptr: ptr.cast(),
+            len,
+        }
+    }
+    fn addr(&self) -> u64 {
+        self.ptr as u64
+    }
+    fn write(&self, off: usize, bytes: &[u8]) {
+        assert!(off + bytes.len() <= self.len);
+        for (i, &b) in bytes.iter().enumerate() {
+            // SAFETY: in bounds of our mapping.
+            unsafe { self.ptr.add(off + i).write_volatile(b) };
+        }
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        // SAFETY: our mapping.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// A thread's entry in a tld_data_map, deleted on drop.
+struct Registration<'a> {
+    map: &'a OwnedFd,
+    pidfd: OwnedFd,
+}
+
+impl<'a> Registration<'a> {
+    fn new(map: &'a OwnedFd, tid: i32) -> Self {
+        const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+        // SAFETY: integers only; checked.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) };
+        assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+        // SAFETY: a new fd we own.
+        Registration {
+            map,
+            pidfd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
+        }
+    }
+    fn update(&self, data: u64, meta: u64, start: u16) {
+        use std::os::fd::AsRawFd;
+        let mut value = [0u8; 24];
+        value[0..8].copy_from_slice(&data.to_ne_bytes());
+        value[8..16].copy_from_slice(&meta.to_ne_bytes());
+        value[16..18].copy_from_slice(&start.to_ne_bytes());
+        let key: i32 = self.pidfd.as_raw_fd();
+        // SAFETY: buffers of the map's key and value sizes.
+        let rc = unsafe {
+            libbpf_rs::libbpf_sys::bpf_map_update_elem(
+                self.map.as_raw_fd(),
+                (&key as *const i32).cast(),
+                value.as_ptr().cast(),
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "registering by hand");
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        let key: i32 = self.pidfd.as_raw_fd();
+        // SAFETY: a 4-byte key.
+        unsafe {
+            libbpf_rs::libbpf_sys::bpf_map_delete_elem(
+                self.map.as_raw_fd(),
+                (&key as *const i32).cast(),
+            )
+        };
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn main() {
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    if !tld_bpf::has_bpf_privileges() {
+        assert!(
+            !in_ci,
+            "the tld CLI tests need root or CAP_BPF+CAP_PERFMON, and CI=true forbids skipping"
+        );
+        println!("skipping: the tld CLI tests need root or CAP_BPF+CAP_PERFMON (run as root)");
+        return;
+    }
+    let scenarios: &[(&str, fn())] = &[
+        (
+            "pin_is_idempotent_and_refuses_wrong_objects",
+            pin_is_idempotent_and_refuses_wrong_objects,
+        ),
+        (
+            "keys_and_dump_show_exactly_what_was_published",
+            keys_and_dump_show_exactly_what_was_published,
+        ),
+        (
+            "watch_follows_changes_exits_and_the_process",
+            watch_follows_changes_exits_and_the_process,
+        ),
+        ("errors_name_the_cause", errors_name_the_cause),
+        (
+            "garbage_metadata_is_skipped_and_reported",
+            garbage_metadata_is_skipped_and_reported,
+        ),
+        (
+            "a_0666_pin_serves_an_unprivileged_workload",
+            a_0666_pin_serves_an_unprivileged_workload,
+        ),
+    ];
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let mut failed = 0;
+    let mut ran = 0;
+    for (name, f) in scenarios {
+        if !filter.is_empty() && !filter.iter().any(|p| name.contains(p.as_str())) {
+            continue;
+        }
+        ran += 1;
+        let ok = std::panic::catch_unwind(f).is_ok();
+        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
+        failed += usize::from(!ok);
+    }
+    println!("\n{} passed, {failed} failed", ran - failed);
+    std::process::exit(if failed == 0 { 0 } else { 1 });
+}
