@@ -25,6 +25,7 @@ const WATCHED: &[&str] = &[
     "src/bpf/tld_test.h",
     "src/bpf/tld_inspect.bpf.c",
     "src/bpf/tld_inspect.h",
+    "src/bpf/tld_walk.h",
     "tld.bpf.h",
 ];
 

@@ -16,32 +16,14 @@
 
 use std::ffi::CStr;
 use std::fmt;
-use std::io::Read;
-use std::mem::{size_of, ManuallyDrop, MaybeUninit};
+use std::mem::{size_of, MaybeUninit};
 use std::path::Path;
-use std::ptr::NonNull;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Iter, Link, OpenObject};
+use libbpf_rs::{Link, OpenObject};
 
-use crate::{from_bytes, preflight, Error};
-
-#[allow(
-    clippy::all,
-    dead_code,
-    missing_docs,
-    non_camel_case_types,
-    non_snake_case,
-    non_upper_case_globals,
-    unused_imports,
-    unsafe_op_in_unsafe_fn
-)]
-mod skel {
-    include!(concat!(env!("OUT_DIR"), "/tld_inspect.skel.rs"));
-}
-
-use skel::types;
-use skel::{OpenTldInspectSkel, TldInspectSkel, TldInspectSkelBuilder};
+use crate::skels::tld_inspect::{types, OpenTldInspectSkel, TldInspectSkel, TldInspectSkelBuilder};
+use crate::{from_bytes, preflight, reuse_pinned_data_map, run_iter, Error, Loaded};
 
 /// Bytes of a value the iterator copies out at most; longer values are
 /// reported truncated ([`KeyView::truncated`]).
@@ -178,28 +160,13 @@ pub fn probe_uptr() -> Result<(), Error> {
 /// The `tld_inspect` iterator, loaded against a pinned `tld_data_map` and
 /// attached; [`Inspector::scan`] runs it.
 pub struct Inspector {
-    /// Dropped before `skel`.
-    link: ManuallyDrop<Link>,
-    /// Borrows `object`: dropped before it.
-    skel: ManuallyDrop<TldInspectSkel<'static>>,
-    object: NonNull<MaybeUninit<OpenObject>>,
+    /// The link and the skeleton, dropped in that order (tuple order).
+    loaded: Loaded<(Link, TldInspectSkel<'static>)>,
 }
 
-// SAFETY: `object` is only touched in `drop`; the skeleton and link are
-// plain file descriptors.
+// SAFETY: the object storage of `loaded` is only touched when it is
+// dropped; the skeleton and link are plain file descriptors.
 unsafe impl Send for Inspector {}
-
-impl Drop for Inspector {
-    fn drop(&mut self) {
-        // SAFETY: each is dropped exactly once, in dependency order; `object`
-        // came from Box::leak in `open`.
-        unsafe {
-            ManuallyDrop::drop(&mut self.link);
-            ManuallyDrop::drop(&mut self.skel);
-            drop(Box::from_raw(self.object.as_ptr()));
-        }
-    }
-}
 
 impl fmt::Debug for Inspector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -219,30 +186,16 @@ impl Inspector {
     /// [`Error::Bpf`] when `pinned` does not hold a compatible map or the
     /// program is refused.
     pub fn open(pinned: &Path, filter: Filter) -> Result<Self, Error> {
-        preflight()?;
-        let object = NonNull::from(Box::leak(Box::new(MaybeUninit::<OpenObject>::uninit())));
-        // SAFETY: the storage lives until `drop` frees it, after the
-        // skeleton, or below on failure, after the failed skeleton is gone.
-        let storage: &'static mut MaybeUninit<OpenObject> = unsafe { &mut *object.as_ptr() };
-        match Self::load(storage, pinned, filter) {
-            Ok((skel, link)) => Ok(Inspector {
-                link: ManuallyDrop::new(link),
-                skel: ManuallyDrop::new(skel),
-                object,
-            }),
-            Err(err) => {
-                // SAFETY: load returned, so nothing borrows the storage.
-                drop(unsafe { Box::from_raw(object.as_ptr()) });
-                Err(err)
-            }
-        }
+        Ok(Inspector {
+            loaded: Loaded::new(|storage| Self::load(storage, pinned, filter))?,
+        })
     }
 
     fn load(
         storage: &'static mut MaybeUninit<OpenObject>,
         pinned: &Path,
         filter: Filter,
-    ) -> Result<(TldInspectSkel<'static>, Link), Error> {
+    ) -> Result<(Link, TldInspectSkel<'static>), Error> {
         let mut open = TldInspectSkelBuilder::default()
             .open(storage)
             .map_err(Error::bpf("opening the tld_inspect BPF object"))?;
@@ -253,19 +206,7 @@ impl Inspector {
         rodata.target_tgid = filter.tgid;
         rodata.target_tid = filter.tid;
         rodata.emit_keys = i32::from(filter.keys);
-        if !pinned.exists() {
-            return Err(Error::Bpf {
-                op: format!("reusing the tld_data_map pinned at {}", pinned.display()),
-                source: libbpf_rs::Error::from_raw_os_error(libc::ENOENT),
-            });
-        }
-        open.maps
-            .tld_data_map
-            .reuse_pinned_map(pinned)
-            .map_err(Error::bpf(format!(
-                "reusing the tld_data_map pinned at {}",
-                pinned.display()
-            )))?;
+        reuse_pinned_data_map(&mut open.maps.tld_data_map, pinned)?;
         let skel = open
             .load()
             .map_err(Error::bpf("loading the tld_inspect task iterator"))?;
@@ -274,7 +215,7 @@ impl Inspector {
             .tld_inspect
             .attach()
             .map_err(Error::bpf("attaching the tld_inspect task iterator"))?;
-        Ok((skel, link))
+        Ok((link, skel))
     }
 
     /// Runs the iterator over every task once and returns the registered
@@ -285,13 +226,7 @@ impl Inspector {
     /// [`Error::Bpf`] when running the iterator fails, or its output is
     /// malformed.
     pub fn scan(&self) -> Result<Vec<ThreadView>, Error> {
-        let mut iter = Iter::new(&self.link).map_err(Error::bpf("creating a task iterator"))?;
-        let mut out = Vec::new();
-        iter.read_to_end(&mut out).map_err(|e| Error::Bpf {
-            op: "running the tld_inspect task iterator".into(),
-            source: e.into(),
-        })?;
-        parse(&out)
+        parse(&run_iter(&self.loaded.0, "tld_inspect")?)
     }
 }
 

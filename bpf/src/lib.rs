@@ -16,6 +16,9 @@
 //! - [`inspect`]: the production loader of the `tld` command-line tool: it
 //!   creates and pins `tld_data_map` and reads any process's task local data
 //!   with a generic task iterator.
+//! - [`hand`]: test support for registering threads by hand (pages written
+//!   byte by byte, no TLD runtime), shared by the tests of this crate and of
+//!   the `tld` tool.
 //!
 //! Everything here needs a kernel with BPF task storage UPTRs (Linux 6.13+)
 //! and BTF, and the privileges to load tracing BPF programs (root, or
@@ -38,6 +41,8 @@ use std::sync::Mutex;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Iter, Link, MapCore, MapFlags, OpenObject, ProgramInput};
 
+/// The skeletons libbpf-cargo generates (see build.rs), one module per
+/// BPF object.
 #[allow(
     clippy::all,
     dead_code,
@@ -48,14 +53,19 @@ use libbpf_rs::{Iter, Link, MapCore, MapFlags, OpenObject, ProgramInput};
     unused_imports,
     unsafe_op_in_unsafe_fn
 )]
-mod skel {
-    include!(concat!(env!("OUT_DIR"), "/tld_test.skel.rs"));
+mod skels {
+    pub(crate) mod tld_test {
+        include!(concat!(env!("OUT_DIR"), "/tld_test.skel.rs"));
+    }
+    pub(crate) mod tld_inspect {
+        include!(concat!(env!("OUT_DIR"), "/tld_inspect.skel.rs"));
+    }
 }
 
+pub mod hand;
 pub mod inspect;
 
-use skel::types;
-use skel::{TldTestSkel, TldTestSkelBuilder};
+use skels::tld_test::{types, TldTestSkel, TldTestSkelBuilder};
 
 /// The page size the BPF programs were compiled for (`__PAGE_SIZE` in
 /// `tld.bpf.h`). [`TestBpf::load`] refuses to run on a kernel whose page
@@ -276,15 +286,103 @@ impl TestMap {
     }
 }
 
+/// A loaded skeleton, with whatever else borrows its libbpf object (`T`),
+/// together with the heap storage of that object, which `T` borrows for
+/// `'static` and which is freed after `T` is dropped.
+pub(crate) struct Loaded<T> {
+    /// Borrows `object`, so it is dropped first.
+    value: ManuallyDrop<T>,
+    /// Heap storage for the libbpf object, freed in `drop` after `value`.
+    /// Only touched there.
+    object: NonNull<MaybeUninit<OpenObject>>,
+}
+
+impl<T> Loaded<T> {
+    /// Runs [`preflight`], then `load` with storage for the libbpf object
+    /// that lives as long as the result: `load` opens the skeleton in it,
+    /// and may keep nothing borrowing it but what it returns.
+    pub(crate) fn new(
+        load: impl FnOnce(&'static mut MaybeUninit<OpenObject>) -> Result<T, Error>,
+    ) -> Result<Self, Error> {
+        preflight()?;
+        let object = NonNull::from(Box::leak(Box::new(MaybeUninit::<OpenObject>::uninit())));
+        // SAFETY: the storage lives until `drop` frees it, after the
+        // value, or below on failure, after the failed skeleton is gone.
+        let storage: &'static mut MaybeUninit<OpenObject> = unsafe { &mut *object.as_ptr() };
+        match load(storage) {
+            Ok(value) => Ok(Loaded {
+                value: ManuallyDrop::new(value),
+                object,
+            }),
+            Err(err) => {
+                // SAFETY: load returned, so nothing borrows the storage.
+                drop(unsafe { Box::from_raw(object.as_ptr()) });
+                Err(err)
+            }
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Loaded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> std::ops::DerefMut for Loaded<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.value
+    }
+}
+
+impl<T> Drop for Loaded<T> {
+    fn drop(&mut self) {
+        // SAFETY: the value is dropped exactly once, here, before the
+        // storage it borrows; `object` came from Box::leak in `new`.
+        unsafe {
+            ManuallyDrop::drop(&mut self.value);
+            drop(Box::from_raw(self.object.as_ptr()));
+        }
+    }
+}
+
+/// Makes `map`, the `tld_data_map` of an object about to be loaded, reuse
+/// the map pinned at `path`.
+pub(crate) fn reuse_pinned_data_map(
+    map: &mut libbpf_rs::OpenMapMut<'_>,
+    path: &Path,
+) -> Result<(), Error> {
+    let op = || format!("reusing the tld_data_map pinned at {}", path.display());
+    if !path.exists() {
+        return Err(Error::Bpf {
+            op: op(),
+            source: libbpf_rs::Error::from_raw_os_error(libc::ENOENT),
+        });
+    }
+    map.reuse_pinned_map(path).map_err(Error::bpf(op()))
+}
+
+/// Runs the task iterator behind `link` over every task and returns what it
+/// wrote; `what` names it in errors.
+pub(crate) fn run_iter(link: &Link, what: &str) -> Result<Vec<u8>, Error> {
+    let mut iter = Iter::new(link).map_err(Error::bpf("creating a task iterator"))?;
+    let mut out = Vec::new();
+    iter.read_to_end(&mut out).map_err(|e| Error::Bpf {
+        op: format!("running the {what} task iterator"),
+        source: e.into(),
+    })?;
+    Ok(out)
+}
+
 /// The test programs, loaded into the kernel.
 ///
 /// Every method takes `&self` except [`TestBpf::pin_data_map`], and may be
 /// called from many threads at once.
 pub struct TestBpf {
-    /// The loaded skeleton. It borrows `object`, so it is dropped first.
-    skel: ManuallyDrop<TldTestSkel<'static>>,
-    /// Heap storage for the libbpf object, freed in `drop` after `skel`.
-    object: NonNull<MaybeUninit<OpenObject>>,
+    /// The loaded skeleton. Dropped first (the link below does not need it).
+    skel: Loaded<TldTestSkel<'static>>,
     /// Next `dumps` entry to use: each dump call gets its own.
     next_slot: AtomicU32,
     /// Serializes count_registered (its input and outputs are globals) and
@@ -292,23 +390,12 @@ pub struct TestBpf {
     iter_link: Mutex<Option<Link>>,
 }
 
-// SAFETY: `object` is only touched in `drop`; the skeleton is Send + Sync,
-// the atomic and the mutex are too.
+// SAFETY: the object storage of `skel` is only touched when it is dropped;
+// the skeleton is Send + Sync, the atomic and the mutex are too.
 unsafe impl Send for TestBpf {}
 // SAFETY: `&self` methods only issue bpf() system calls on the skeleton's
 // file descriptors, and serialize the one that uses globals with a mutex.
 unsafe impl Sync for TestBpf {}
-
-impl Drop for TestBpf {
-    fn drop(&mut self) {
-        // SAFETY: the skeleton is dropped exactly once, here, before the
-        // storage it borrows; `object` came from Box::leak in `open`.
-        unsafe {
-            ManuallyDrop::drop(&mut self.skel);
-            drop(Box::from_raw(self.object.as_ptr()));
-        }
-    }
-}
 
 impl fmt::Debug for TestBpf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -344,24 +431,11 @@ impl TestBpf {
     }
 
     fn open(pinned: Option<&Path>) -> Result<Self, Error> {
-        preflight()?;
-        let object = NonNull::from(Box::leak(Box::new(MaybeUninit::<OpenObject>::uninit())));
-        // SAFETY: the storage lives until `drop` frees it, after the
-        // skeleton, or below on failure, after the failed skeleton is gone.
-        let storage: &'static mut MaybeUninit<OpenObject> = unsafe { &mut *object.as_ptr() };
-        match Self::open_skel(storage, pinned) {
-            Ok(skel) => Ok(TestBpf {
-                skel: ManuallyDrop::new(skel),
-                object,
-                next_slot: AtomicU32::new(0),
-                iter_link: Mutex::new(None),
-            }),
-            Err(err) => {
-                // SAFETY: open_skel returned, so nothing borrows the storage.
-                drop(unsafe { Box::from_raw(object.as_ptr()) });
-                Err(err)
-            }
-        }
+        Ok(TestBpf {
+            skel: Loaded::new(|storage| Self::open_skel(storage, pinned))?,
+            next_slot: AtomicU32::new(0),
+            iter_link: Mutex::new(None),
+        })
     }
 
     fn open_skel(
@@ -372,19 +446,7 @@ impl TestBpf {
             .open(storage)
             .map_err(Error::bpf("opening the TLD test BPF object"))?;
         if let Some(path) = pinned {
-            if !path.exists() {
-                return Err(Error::Bpf {
-                    op: format!("reusing the tld_data_map pinned at {}", path.display()),
-                    source: libbpf_rs::Error::from_raw_os_error(libc::ENOENT),
-                });
-            }
-            open.maps
-                .tld_data_map
-                .reuse_pinned_map(path)
-                .map_err(Error::bpf(format!(
-                    "reusing the tld_data_map pinned at {}",
-                    path.display()
-                )))?;
+            reuse_pinned_data_map(&mut open.maps.tld_data_map, path)?;
         }
         open.load().map_err(Error::bpf(
             "loading the TLD test BPF programs (see the libbpf log above)",
@@ -588,12 +650,7 @@ impl TestBpf {
 
         // The program prints nothing: reading to EOF just runs it over
         // every task.
-        let mut iter = Iter::new(link).map_err(Error::bpf("creating a task iterator"))?;
-        let mut sink = Vec::new();
-        iter.read_to_end(&mut sink).map_err(|e| Error::Bpf {
-            op: "running the count_registered task iterator".into(),
-            source: e.into(),
-        })?;
+        run_iter(link, "count_registered")?;
 
         let bytes = bss
             .lookup(&zero, MapFlags::ANY)

@@ -3,21 +3,19 @@
 //! Threads are registered BY HAND here, following the wire layout of
 //! DESIGN.md §2 (no TLD runtime involved): a metadata page and a data page
 //! are mmapped, filled byte by byte, and a pidfd of the calling thread is
-//! inserted into `tld_data_map` with the 24-byte value.
+//! inserted into `tld_data_map` with the 24-byte value ([`tld_bpf::hand`]).
 //!
 //! Needs root (or CAP_BPF + CAP_PERFMON). Without it each test prints
 //! "skipping: needs root/CAP_BPF" and passes, except when CI=true, where
 //! it fails.
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 
+use tld_bpf::hand::{page_size, register, Meta, Page};
 use tld_bpf::{has_bpf_privileges, Error, KeyDump, TestBpf, DUMP_OFFSET_CAP};
-
-/// `PIDFD_THREAD` (Linux 6.9+): a pidfd for one thread, not its process.
-const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
 
 /// Loads the programs, or returns None after saying why the test is skipped.
 fn load_or_skip(test: &str) -> Option<TestBpf> {
@@ -34,208 +32,9 @@ fn load_or_skip(test: &str) -> Option<TestBpf> {
     Some(TestBpf::load().unwrap_or_else(|e| panic!("{test}: loading the BPF programs: {e}")))
 }
 
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
-}
-
 fn gettid() -> i32 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::gettid() }
-}
-
-/// One anonymous, page-aligned, zeroed page.
-struct Page {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Page {
-    fn new() -> Page {
-        let len = page_size();
-        // SAFETY: a fresh anonymous private mapping; checked below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(
-            ptr,
-            libc::MAP_FAILED,
-            "mmap: {}",
-            std::io::Error::last_os_error()
-        );
-        Page {
-            ptr: ptr.cast(),
-            len,
-        }
-    }
-
-    fn addr(&self) -> u64 {
-        self.ptr as u64
-    }
-
-    /// Writes `bytes` at `off`. Volatile: BPF reads this memory behind the
-    /// compiler's back.
-    fn write(&self, off: usize, bytes: &[u8]) {
-        assert!(off + bytes.len() <= self.len, "write past the page");
-        for (i, &b) in bytes.iter().enumerate() {
-            // SAFETY: in bounds (checked above) of our own mapping.
-            unsafe { self.ptr.add(off + i).write_volatile(b) };
-        }
-    }
-
-    fn write_u16(&self, off: usize, value: u16) {
-        self.write(off, &value.to_ne_bytes());
-    }
-
-    fn write_i32(&self, off: usize, value: i32) {
-        self.write(off, &value.to_ne_bytes());
-    }
-
-    fn bytes(&self, off: usize, len: usize) -> Vec<u8> {
-        assert!(off + len <= self.len);
-        // SAFETY: in bounds of our own mapping.
-        (0..len)
-            .map(|i| unsafe { self.ptr.add(off + i).read_volatile() })
-            .collect()
-    }
-}
-
-impl Drop for Page {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping created in new().
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
-// SAFETY: the page is plain memory; tests synchronize their own accesses.
-unsafe impl Send for Page {}
-unsafe impl Sync for Page {}
-
-/// A metadata page written by the wire layout.
-struct Meta(Page);
-
-impl Meta {
-    fn new() -> Meta {
-        Meta(Page::new())
-    }
-
-    fn set_cnt(&self, cnt: u16) {
-        self.0.write_u16(0, cnt);
-    }
-
-    fn set_size(&self, size: u16) {
-        self.0.write_u16(2, size);
-    }
-
-    /// Writes slot `i`: the name NUL-padded to 62 bytes (or exactly 62
-    /// bytes with no NUL if `name` is that long), then its size.
-    fn set_slot(&self, i: usize, name: &[u8], size: u16) {
-        assert!(name.len() <= 62);
-        let mut raw = [0u8; 62];
-        raw[..name.len()].copy_from_slice(name);
-        self.0.write(4 + 64 * i, &raw);
-        self.set_slot_size(i, size);
-    }
-
-    fn set_slot_size(&self, i: usize, size: u16) {
-        self.0.write_u16(4 + 64 * i + 62, size);
-    }
-
-    /// A well-formed page with `keys` in slots 0.., returning their keys.
-    fn with_keys(keys: &[(&str, u16)]) -> (Meta, Vec<usize>) {
-        let meta = Meta::new();
-        let mut offsets = Vec::new();
-        let mut off = 0usize;
-        for (i, (name, size)) in keys.iter().enumerate() {
-            meta.set_slot(i, name.as_bytes(), *size);
-            offsets.push(off);
-            off += usize::from(*size).next_multiple_of(8);
-        }
-        meta.set_cnt(keys.len() as u16);
-        meta.set_size(off as u16);
-        (meta, offsets)
-    }
-}
-
-/// The calling thread's entry in `tld_data_map`, deleted on drop.
-struct Registration<'a> {
-    bpf: &'a TestBpf,
-    pidfd: OwnedFd,
-}
-
-fn map_value(data: u64, meta: u64, start: u16) -> [u8; 24] {
-    let mut value = [0u8; 24];
-    value[0..8].copy_from_slice(&data.to_ne_bytes());
-    value[8..16].copy_from_slice(&meta.to_ne_bytes());
-    value[16..18].copy_from_slice(&start.to_ne_bytes());
-    value
-}
-
-/// Registers the calling thread: `data`/`meta` are page addresses (0 for a
-/// NULL UPTR), `start` the offset of the data area in the data page.
-fn register(bpf: &TestBpf, data: u64, meta: u64, start: u16) -> Registration<'_> {
-    // SAFETY: pidfd_open takes two integers; the result is checked.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, gettid(), PIDFD_THREAD) };
-    assert!(
-        fd >= 0,
-        "pidfd_open(PIDFD_THREAD): {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: a fresh fd we own.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let reg = Registration { bpf, pidfd };
-    reg.update(&map_value(data, meta, start))
-        .expect("registering the thread in tld_data_map");
-    reg
-}
-
-impl Registration<'_> {
-    fn update(&self, value: &[u8; 24]) -> Result<(), std::io::Error> {
-        let key: i32 = self.pidfd.as_raw_fd();
-        // SAFETY: key and value point at buffers of the map's key and value
-        // sizes (4 and 24 bytes).
-        let rc = unsafe {
-            libbpf_rs::libbpf_sys::bpf_map_update_elem(
-                self.bpf.data_map_fd().as_raw_fd(),
-                (&key as *const i32).cast(),
-                value.as_ptr().cast(),
-                libbpf_rs::libbpf_sys::BPF_ANY.into(),
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::from_raw_os_error(-rc));
-        }
-        Ok(())
-    }
-
-    fn delete(&self) -> Result<(), std::io::Error> {
-        let key: i32 = self.pidfd.as_raw_fd();
-        // SAFETY: key points at a 4-byte key.
-        let rc = unsafe {
-            libbpf_rs::libbpf_sys::bpf_map_delete_elem(
-                self.bpf.data_map_fd().as_raw_fd(),
-                (&key as *const i32).cast(),
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::from_raw_os_error(-rc));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        // ENOENT when the test deleted it already.
-        let _ = self.delete();
-    }
 }
 
 fn struct_bytes(seed: u8) -> [u8; 32] {
@@ -291,7 +90,7 @@ fn hand_registered_thread_end_to_end() {
     data.write_i32(start + keys[0], 42);
     data.write(start + keys[1], &struct_bytes(1));
 
-    let reg = register(&bpf, data.addr(), meta.0.addr(), start as u16);
+    let reg = register(bpf.data_map_fd(), data.addr(), meta.addr(), start as u16);
 
     let dump = bpf.dump_current().unwrap();
     assert!(dump.registered && dump.has_data && dump.has_meta);
@@ -360,7 +159,7 @@ fn cached_keys_follow_a_moved_block() {
     let first = Page::new();
     first.write_i32(8 + keys[0], 1);
     first.write_i32(8 + keys[1], 2);
-    let reg = register(&bpf, first.addr(), meta.0.addr(), 8);
+    let reg = register(bpf.data_map_fd(), first.addr(), meta.addr(), 8);
     let view = bpf.read_basic().unwrap();
     assert_eq!((view.static_int, view.dyn_int), (Some(1), Some(2)));
     reg.delete().unwrap();
@@ -369,7 +168,7 @@ fn cached_keys_follow_a_moved_block() {
     let start = 1024 + 8;
     second.write_i32(start + keys[0], 10);
     second.write_i32(start + keys[1], 20);
-    let _reg = register(&bpf, second.addr(), meta.0.addr(), start as u16);
+    let _reg = register(bpf.data_map_fd(), second.addr(), meta.addr(), start as u16);
     let view = bpf.read_basic().unwrap();
     assert_eq!((view.static_int, view.dyn_int), (Some(10), Some(20)));
 }
@@ -392,7 +191,7 @@ fn unwritten_slot_stops_the_walk() {
     data.write_i32(start + keys[0], 5);
     data.write_i32(start + keys[1], 6);
     data.write(start + keys[2], &struct_bytes(3));
-    let _reg = register(&bpf, data.addr(), meta.0.addr(), start as u16);
+    let _reg = register(bpf.data_map_fd(), data.addr(), meta.addr(), start as u16);
 
     let dump = bpf.dump_current().unwrap();
     assert!(dump.stopped_at_unwritten);
@@ -435,7 +234,7 @@ fn garbage_metadata_is_read_safely() {
     let data = Page::new();
     data.write(page - 8, &[0xab; 8]);
     let start = (page - 8) as u16;
-    let _reg = register(&bpf, data.addr(), meta.0.addr(), start);
+    let _reg = register(bpf.data_map_fd(), data.addr(), meta.addr(), start);
 
     let dump = bpf.dump_current().unwrap();
     assert!(dump.registered);
@@ -476,7 +275,7 @@ fn null_uptrs_are_reported_not_followed() {
     };
     let (meta, keys) = Meta::with_keys(&[("test_dyn_int", 4)]);
 
-    let reg = register(&bpf, 0, meta.0.addr(), 8);
+    let reg = register(bpf.data_map_fd(), 0, meta.addr(), 8);
     let dump = bpf.dump_current().unwrap();
     assert!(dump.registered && !dump.has_data && dump.has_meta);
     assert_eq!(dump.keys.len(), 1);
@@ -487,7 +286,7 @@ fn null_uptrs_are_reported_not_followed() {
 
     let data = Page::new();
     data.write_i32(8 + keys[0], 3);
-    let _reg = register(&bpf, data.addr(), 0, 8);
+    let _reg = register(bpf.data_map_fd(), data.addr(), 0, 8);
     let dump = bpf.dump_current().unwrap();
     assert!(dump.registered && dump.has_data && !dump.has_meta);
     assert!(dump.keys.is_empty());
@@ -520,7 +319,7 @@ fn concurrent_threads_dump_and_count() {
                 let start = 8 + 128 * n;
                 data.write_i32(start + keys[0], 1000 + n as i32);
                 data.write(start + keys[1], &struct_bytes(n as u8));
-                let _reg = register(&bpf, data.addr(), meta.0.addr(), start as u16);
+                let _reg = register(bpf.data_map_fd(), data.addr(), meta.addr(), start as u16);
                 tid_tx.send((gettid(), n)).unwrap();
                 registered.wait();
                 for _ in 0..50 {
@@ -612,7 +411,7 @@ fn pinned_map_is_shared() {
     let (meta, keys) = Meta::with_keys(&[("test_dyn_int", 4)]);
     let data = Page::new();
     data.write_i32(8 + keys[0], 77);
-    let _reg = register(&first, data.addr(), meta.0.addr(), 8);
+    let _reg = register(first.data_map_fd(), data.addr(), meta.addr(), 8);
     assert_eq!(second.read_basic().unwrap().dyn_int, Some(77));
     assert_eq!(data.bytes(8, 4), 77i32.to_ne_bytes());
 

@@ -9,7 +9,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tld_bpf::hand::{Meta, Page, Registration};
 use tld_bpf::{TestBpf, TestMap};
 
 const TLD: &str = env!("CARGO_BIN_EXE_tld");
@@ -734,28 +735,23 @@ fn garbage_metadata_is_skipped_and_reported() {
     assert!(fd >= 0, "bpf_obj_get: {fd}");
     // SAFETY: a new fd we own.
     let map_fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let meta = Page::new(page);
-    let data = Page::new(page);
+    let meta = Meta::new();
+    let data = Page::new();
     // cnt beyond the slot count; slot 0 fits exactly at the end of the data
     // page; slot 1 runs past it; the rest are nameless-NUL garbage.
-    meta.write(0, &u16::MAX.to_ne_bytes());
-    meta.write(2, &u16::MAX.to_ne_bytes());
-    let set_slot = |i: usize, name: &[u8], size: u16| {
-        let mut raw = [0u8; 62];
-        raw[..name.len()].copy_from_slice(name);
-        meta.write(4 + 64 * i, &raw);
-        meta.write(4 + 64 * i + 62, &size.to_ne_bytes());
-    };
-    set_slot(0, b"first", 8);
-    set_slot(1, b"past", 60000);
+    meta.set_cnt(u16::MAX);
+    meta.set_size(u16::MAX);
+    meta.set_slot(0, b"first", 8);
+    meta.set_slot(1, b"past", 60000);
     for i in 2..slots {
-        set_slot(i, &[b'A'; 62], u16::MAX);
+        meta.set_slot(i, &[b'A'; 62], u16::MAX);
     }
     data.write(page - 8, &[0xab; 8]);
     let me = std::process::id().to_string();
     let tid = unsafe { libc::gettid() };
-    let reg = Registration::new(&map_fd, tid);
-    reg.update(data.addr(), meta.addr(), (page - 8) as u16);
+    let reg = Registration::new(map_fd.as_fd(), tid).expect("pidfd_open");
+    reg.update(data.addr(), meta.addr(), (page - 8) as u16)
+        .expect("registering by hand");
 
     let doc = json_of(&tld(&["dump", &me, "--path", path, "--json"]));
     assert_eq!(threads_by_tid(&doc), vec![tid], "{doc}");
@@ -801,8 +797,8 @@ fn garbage_metadata_is_skipped_and_reported() {
     );
 
     // A slot still being written (size 0) ends the walk, reported.
-    meta.write(0, &3u16.to_ne_bytes());
-    set_slot(1, b"past", 0);
+    meta.set_cnt(3);
+    meta.set_slot(1, b"past", 0);
     let doc = json_of(&tld(&["dump", &me, "--path", path, "--json"]));
     let keys = doc["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1, "{doc}");
@@ -816,7 +812,7 @@ fn garbage_metadata_is_skipped_and_reported() {
     assert!(stderr(&keys_out).contains("slot 1 is still being written"));
 
     // NULL UPTRs: registered, nothing followed.
-    reg.update(0, 0, 8);
+    reg.update(0, 0, 8).expect("registering by hand");
     let doc = json_of(&tld(&["dump", &me, "--path", path, "--json"]));
     assert_eq!(doc["keys"].as_array().unwrap().len(), 0);
     assert!(
@@ -825,102 +821,6 @@ fn garbage_metadata_is_skipped_and_reported() {
             .contains("without a metadata page"),
         "{doc}"
     );
-}
-
-/// An anonymous page of our own, written with volatile stores (BPF reads it).
-struct Page {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Page {
-    fn new(len: usize) -> Page {
-        // SAFETY: a fresh anonymous mapping, checked.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED);
-        Page {
-            ptr: ptr.cast(),
-            len,
-        }
-    }
-    fn addr(&self) -> u64 {
-        self.ptr as u64
-    }
-    fn write(&self, off: usize, bytes: &[u8]) {
-        assert!(off + bytes.len() <= self.len);
-        for (i, &b) in bytes.iter().enumerate() {
-            // SAFETY: in bounds of our mapping.
-            unsafe { self.ptr.add(off + i).write_volatile(b) };
-        }
-    }
-}
-
-impl Drop for Page {
-    fn drop(&mut self) {
-        // SAFETY: our mapping.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
-/// A thread's entry in a tld_data_map, deleted on drop.
-struct Registration<'a> {
-    map: &'a OwnedFd,
-    pidfd: OwnedFd,
-}
-
-impl<'a> Registration<'a> {
-    fn new(map: &'a OwnedFd, tid: i32) -> Self {
-        const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
-        // SAFETY: integers only; checked.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) };
-        assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
-        // SAFETY: a new fd we own.
-        Registration {
-            map,
-            pidfd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
-        }
-    }
-    fn update(&self, data: u64, meta: u64, start: u16) {
-        use std::os::fd::AsRawFd;
-        let mut value = [0u8; 24];
-        value[0..8].copy_from_slice(&data.to_ne_bytes());
-        value[8..16].copy_from_slice(&meta.to_ne_bytes());
-        value[16..18].copy_from_slice(&start.to_ne_bytes());
-        let key: i32 = self.pidfd.as_raw_fd();
-        // SAFETY: buffers of the map's key and value sizes.
-        let rc = unsafe {
-            libbpf_rs::libbpf_sys::bpf_map_update_elem(
-                self.map.as_raw_fd(),
-                (&key as *const i32).cast(),
-                value.as_ptr().cast(),
-                0,
-            )
-        };
-        assert_eq!(rc, 0, "registering by hand");
-    }
-}
-
-impl Drop for Registration<'_> {
-    fn drop(&mut self) {
-        use std::os::fd::AsRawFd;
-        let key: i32 = self.pidfd.as_raw_fd();
-        // SAFETY: a 4-byte key.
-        unsafe {
-            libbpf_rs::libbpf_sys::bpf_map_delete_elem(
-                self.map.as_raw_fd(),
-                (&key as *const i32).cast(),
-            )
-        };
-    }
 }
 
 struct RemoveOnDrop(PathBuf);

@@ -12,6 +12,7 @@
  * clamped (and flagged), a slot of size 0 (still being written) ends the
  * walk (and is flagged), a value running past the data page is reported
  * without its bytes. Nothing outside the two pinned pages is ever read.
+ * The walk itself is tld_walk.h's, shared with dump_task (tld_test.bpf.c).
  */
 #define BPF_NO_KFUNC_PROTOTYPES
 #include "vmlinux.h"
@@ -24,6 +25,7 @@
 
 #include "../../tld.bpf.h"
 #include "tld_inspect.h"
+#include "tld_walk.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -55,27 +57,8 @@ struct {
 	__type(value, struct inspect_scratch);
 } inspect_scratch SEC(".maps");
 
-/* Copy up to TLD_INSPECT_VALUE_MAX bytes of the value at @pos of @page. */
-static __u32 copy_value(struct tld_inspect_key *k, struct tld_data_u *page, __u64 pos,
-			__u32 len)
-{
-	__u64 p;
-	int j;
-
-	if (len > TLD_INSPECT_VALUE_MAX)
-		len = TLD_INSPECT_VALUE_MAX;
-	bpf_for(j, 0, len) {
-		if (j >= TLD_INSPECT_VALUE_MAX)
-			break;
-		/* The caller checked the range; this check is for the verifier. */
-		p = pos + j;
-		barrier_var(p);
-		if (p >= __PAGE_SIZE)
-			break;
-		k->value[j] = ((__u8 *)page)[p];
-	}
-	return len;
-}
+/* The records document the walker's saturation. */
+_Static_assert(TLD_INSPECT_OFFSET_CAP == TLD_WALK_OFFSET_CAP, "key offsets saturate alike");
 
 SEC("iter/task")
 int tld_inspect(struct bpf_iter__task *ctx)
@@ -86,11 +69,10 @@ int tld_inspect(struct bpf_iter__task *ctx)
 	struct inspect_scratch *scratch;
 	struct tld_inspect_key *k;
 	struct tld_map_value *v;
-	struct tld_meta_u *meta;
-	struct tld_data_u *page;
-	__u64 off = 0, pos; /* 64-bit: see __tld_fetch_key() in tld.bpf.h */
-	__u32 start, size, n, zero = 0;
-	int i;
+	struct tld_walk_key key;
+	struct tld_walk w;
+	__u32 zero = 0;
+	int i, ret;
 
 	if (!task)
 		return 0;
@@ -112,56 +94,40 @@ int tld_inspect(struct bpf_iter__task *ctx)
 	t.max_slots = TLD_MAX_DATA_CNT;
 	bpf_probe_read_kernel_str(t.comm, sizeof(t.comm), task->comm);
 
-	start = v->start;
-	t.start = start;
-	page = v->data;
-	meta = v->meta;
-	if (page)
+	ret = tld_walk_begin(&w, v, TLD_MAX_DATA_CNT);
+	t.start = w.start;
+	if (w.page)
 		t.flags |= TLD_INSPECT_HAS_DATA;
-	if (!meta)
+	if (ret)
 		goto out;
 	t.flags |= TLD_INSPECT_HAS_META;
-
-	n = __tld_read_once(meta->cnt);
-	t.cnt = n;
-	t.meta_size = __tld_read_once(meta->size);
-	if (n > TLD_MAX_DATA_CNT) {
-		n = TLD_MAX_DATA_CNT;
+	t.cnt = w.cnt;
+	t.meta_size = w.meta_size;
+	if (w.cnt > TLD_MAX_DATA_CNT)
 		t.flags |= TLD_INSPECT_CNT_CLAMPED;
-	}
 
-	bpf_for(i, 0, n) {
-		if (i >= TLD_MAX_DATA_CNT)
-			break;
-		size = __tld_read_once(meta->metadata[i].size);
-		if (!size) {
-			t.flags |= TLD_INSPECT_UNWRITTEN;
-			t.stop_slot = i;
+	bpf_for(i, 0, w.nr) {
+		ret = tld_walk_next(&w, i, TLD_MAX_DATA_CNT, &key);
+		if (ret <= 0) {
+			if (!ret) {
+				t.flags |= TLD_INSPECT_UNWRITTEN;
+				t.stop_slot = i;
+			}
 			break;
 		}
-		asm volatile("" ::: "memory"); /* name after size, see tld.bpf.h */
 		t.nr_keys = i + 1;
 
 		if (emit_keys) {
 			k->kind = TLD_INSPECT_KIND_KEY;
 			k->tid = t.tid;
 			k->slot = i;
-			k->size = size;
-			k->offset = off;
-			__builtin_memcpy(k->name, meta->metadata[i].name, TLD_INSPECT_NAME_LEN);
-			pos = start + off;
-			/* off <= 0x10000, start <= 0xffff, size <= 0xffff: no overflow. */
-			k->in_page = page && pos + size <= __PAGE_SIZE;
-			k->value_len = 0;
-			if (page && pos + size <= __PAGE_SIZE)
-				k->value_len = copy_value(k, page, pos, size);
+			k->size = key.size;
+			k->offset = key.offset;
+			__builtin_memcpy(k->name, key.slot->name, TLD_INSPECT_NAME_LEN);
+			k->in_page = key.in_page;
+			k->value_len = tld_walk_copy(k->value, TLD_INSPECT_VALUE_MAX, &w, &key);
 			bpf_seq_write(seq, k, sizeof(*k));
 		}
-
-		/* Saturate: past the page no offset is valid anyway. */
-		off += __tld_round_up8(size);
-		if (off > TLD_INSPECT_OFFSET_CAP)
-			off = TLD_INSPECT_OFFSET_CAP;
 	}
 out:
 	bpf_seq_write(seq, &t, sizeof(t));

@@ -8,7 +8,8 @@
  * - dump_task: walks the metadata of any thread with no key name compiled
  *   in, and reports what a BPF program sees, byte for byte. It reads memory
  *   that an untrusted process controls, so every count, size and offset it
- *   reads is bounded before use.
+ *   reads is bounded before use (the walk is tld_walk.h's, shared with the
+ *   tld_inspect iterator).
  * - count_registered: a task iterator counting the threads of one process
  *   that have a tld_data_map entry.
  *
@@ -28,6 +29,7 @@
 
 #include "../../tld.bpf.h"
 #include "tld_test.h"
+#include "tld_walk.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -134,42 +136,17 @@ struct {
 	__type(value, struct task_dump);
 } dumps SEC(".maps");
 
-/* Copy up to TLD_TEST_VALUE_MAX bytes of the value at @pos of @page. */
-static __u32 copy_value(struct tld_test_key_dump *k, struct tld_data_u *page, __u64 pos,
-			__u32 len)
-{
-	__u64 p;
-	int j;
-
-	if (len > TLD_TEST_VALUE_MAX)
-		len = TLD_TEST_VALUE_MAX;
-	bpf_for(j, 0, len) {
-		if (j >= TLD_TEST_VALUE_MAX)
-			break;
-		/*
-		 * The caller checked the range; this check is for the
-		 * verifier, and barrier_var() keeps the compiler from
-		 * computing the address from page + pos (unbounded) instead.
-		 */
-		p = pos + j;
-		barrier_var(p);
-		if (p >= __PAGE_SIZE)
-			break;
-		k->value[j] = ((__u8 *)page)[p];
-	}
-	return len;
-}
+/* The records document the walker's saturation. */
+_Static_assert(TLD_TEST_OFFSET_CAP == TLD_WALK_OFFSET_CAP, "key offsets saturate alike");
 
 /* Fill @d from @task's tld_data_map entry; reads, never creates. */
 static int fill_dump(struct task_struct *task, struct task_dump *d)
 {
 	struct tld_test_key_dump *k;
 	struct tld_map_value *v;
-	struct tld_meta_u *meta;
-	struct tld_data_u *page;
-	__u64 off = 0, pos; /* 64-bit: see __tld_fetch_key() in tld.bpf.h */
-	__u32 start, size, n;
-	int i;
+	struct tld_walk_key key;
+	struct tld_walk w;
+	int i, ret;
 
 	/* Set every header field: the entry may hold a previous result. */
 	d->registered = 0;
@@ -186,52 +163,29 @@ static int fill_dump(struct task_struct *task, struct task_dump *d)
 		return 0;
 	d->registered = 1;
 
-	start = v->start;
-	d->start = start;
-	page = v->data;
-	meta = v->meta;
-	d->has_data = page != 0;
-	d->has_meta = meta != 0;
-	if (!meta)
+	ret = tld_walk_begin(&w, v, TLD_TEST_DUMP_MAX_KEYS);
+	d->start = w.start;
+	d->has_data = w.page != 0;
+	d->has_meta = w.meta != 0;
+	if (ret)
 		return 0;
+	d->cnt = w.cnt;
+	d->meta_size = w.meta_size;
 
-	n = __tld_read_once(meta->cnt);
-	d->cnt = n;
-	d->meta_size = __tld_read_once(meta->size);
-	if (n > TLD_MAX_DATA_CNT)
-		n = TLD_MAX_DATA_CNT;
-	if (n > TLD_TEST_DUMP_MAX_KEYS)
-		n = TLD_TEST_DUMP_MAX_KEYS;
-
-	bpf_for(i, 0, n) {
-		if (i >= TLD_MAX_DATA_CNT || i >= TLD_TEST_DUMP_MAX_KEYS)
-			break;
-		size = __tld_read_once(meta->metadata[i].size);
-		if (!size) {
-			d->stopped_at_unwritten = 1;
+	bpf_for(i, 0, w.nr) {
+		ret = tld_walk_next(&w, i, TLD_TEST_DUMP_MAX_KEYS, &key);
+		if (ret <= 0) {
+			d->stopped_at_unwritten = !ret;
 			break;
 		}
-		asm volatile("" ::: "memory"); /* name after size, see tld.bpf.h */
 
 		k = &d->keys[i];
-		__builtin_memcpy(k->name, meta->metadata[i].name, TLD_TEST_NAME_LEN);
-		k->size = size;
-		k->offset = off;
-		pos = start + off;
-		/* off <= 0x10000, start <= 0xffff, size <= 0xffff: no overflow. */
-		k->in_page = page && pos + size <= __PAGE_SIZE;
-		k->value_len = 0;
-		if (page && pos + size <= __PAGE_SIZE)
-			k->value_len = copy_value(k, page, pos, size);
+		__builtin_memcpy(k->name, key.slot->name, TLD_TEST_NAME_LEN);
+		k->size = key.size;
+		k->offset = key.offset;
+		k->in_page = key.in_page;
+		k->value_len = tld_walk_copy(k->value, TLD_TEST_VALUE_MAX, &w, &key);
 		d->nr_keys = i + 1;
-
-		/*
-		 * Saturate: past the page no offset is valid anyway, and a
-		 * bounded offset lets the verifier see the loop converge.
-		 */
-		off += __tld_round_up8(size);
-		if (off > TLD_TEST_OFFSET_CAP)
-			off = TLD_TEST_OFFSET_CAP;
 	}
 	return 0;
 }
