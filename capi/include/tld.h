@@ -167,7 +167,8 @@ static inline int tld_key_err_or_zero(tld_key_t key)
  *
  * Return: the pointer, valid on this thread until it exits or calls
  * tld_free(); NULL for an invalid key, when the map is not usable, or when
- * allocation or registration fails (see tld_last_error()).
+ * allocation or registration fails, with errno set (EINVAL for an invalid
+ * key, else the cause: EPERM, EACCES, ENOMEM...; see tld_last_error()).
  */
 void *tld_get_data(int map_fd, tld_key_t key);
 

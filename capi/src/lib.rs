@@ -105,23 +105,23 @@ pub unsafe extern "C" fn tld_find_key_info(name: *const c_char, info: *mut tld_k
 }
 
 /// The calling thread's pointer for `key`, or NULL for an invalid key.
+/// NULL with `errno` set, like a libc call: cgo hands it to Go as the error.
+fn null_with_errno(errno: c_int) -> *mut c_void {
+    unsafe { *libc::__errno_location() = errno };
+    std::ptr::null_mut()
+}
+
+fn invalid_key(key: tld_key_t) -> *mut c_void {
+    LAST_ERROR.with(|l| *l.borrow_mut() = format!("invalid key (offset {})", key.off));
+    null_with_errno(libc::EINVAL)
+}
+
 fn data_for(key: tld_key_t, data: tld_core::Result<std::ptr::NonNull<u8>>) -> *mut c_void {
-    if key.off < 0 {
-        return std::ptr::null_mut();
-    }
     match data {
-        Ok(p) => {
-            // A key beyond the frozen data size was never handed out by this runtime.
-            if key.off as usize >= data_size() {
-                LAST_ERROR.with(|l| *l.borrow_mut() = format!("invalid key offset {}", key.off));
-                return std::ptr::null_mut();
-            }
-            unsafe { p.as_ptr().add(key.off as usize) }.cast()
-        }
-        Err(e) => {
-            remember(&e);
-            std::ptr::null_mut()
-        }
+        // A key beyond the frozen data size was never handed out by this runtime.
+        Ok(_) if key.off as usize >= data_size() => invalid_key(key),
+        Ok(p) => unsafe { p.as_ptr().add(key.off as usize) }.cast(),
+        Err(e) => null_with_errno(-remember(&e)),
     }
 }
 
@@ -134,7 +134,7 @@ fn data_size() -> usize {
 #[no_mangle]
 pub extern "C" fn tld_get_data(map_fd: c_int, key: tld_key_t) -> *mut c_void {
     if key.off < 0 {
-        return std::ptr::null_mut();
+        return invalid_key(key);
     }
     data_for(key, tld_core::thread_data_for_map_fd(map_fd))
 }
@@ -143,7 +143,7 @@ pub extern "C" fn tld_get_data(map_fd: c_int, key: tld_key_t) -> *mut c_void {
 #[no_mangle]
 pub extern "C" fn tld_data(key: tld_key_t) -> *mut c_void {
     if key.off < 0 {
-        return std::ptr::null_mut();
+        return invalid_key(key);
     }
     data_for(key, tld_core::thread_data())
 }

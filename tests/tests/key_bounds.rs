@@ -20,6 +20,7 @@ fn c_abi_refuses_keys_outside_the_block() {
     assert!(!c.data(k).is_null());
     let size = tld::runtime_stats().unwrap().data_size as i16;
     assert!(c.data(CKey { off: size }).is_null(), "an offset past the data area yields no pointer");
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EINVAL), "NULL comes with errno");
     assert!(c.data(CKey { off: i16::MAX }).is_null());
     assert!(c.data(CKey { off: -libc::E2BIG as i16 }).is_null(), "an error key yields no pointer");
     let block_end = tld::thread_data().unwrap().as_ptr() as usize + size as usize;
