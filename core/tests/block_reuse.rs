@@ -1,5 +1,6 @@
-//! Thread exit returns blocks to the pool. Alone in its binary: it counts the
-//! process's live blocks, which other tests' threads would change.
+//! Thread exit and `free_thread_block` return blocks to the pool. One test in
+//! its own binary: it counts the process's live blocks, which other tests'
+//! threads would change.
 
 use std::sync::{Arc, Barrier};
 
@@ -40,5 +41,16 @@ fn every_thread_has_its_own_values_and_blocks_are_reused() {
         // Thread exit released every block.
         assert_eq!(tld::runtime_stats().unwrap().live_blocks, base);
     }
-}
 
+    // An explicit release gives the block back at once; the next access gets a new, zeroed one.
+    let k: Key<u32> = Key::get_or_create("threads_free").unwrap();
+    std::thread::spawn(move || {
+        k.set(5).unwrap();
+        let before = tld::runtime_stats().unwrap().live_blocks;
+        tld::free_thread_block();
+        assert_eq!(tld::runtime_stats().unwrap().live_blocks, before - 1);
+        assert_eq!(k.get().unwrap(), 0, "a new block starts zeroed");
+    })
+    .join()
+    .unwrap();
+}

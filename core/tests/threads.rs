@@ -35,17 +35,3 @@ fn typed_lookups_check_the_size() {
     assert!(matches!(Key::<u16>::find("threads_missing"), Err(Error::NotFound { .. })));
     assert_eq!(Key::<u16>::find("threads_u16").unwrap().raw().size(), 2);
 }
-
-#[test]
-fn free_thread_block_releases_and_reallocates() {
-    let k: Key<u32> = Key::get_or_create("threads_free").unwrap();
-    std::thread::spawn(move || {
-        k.set(5).unwrap();
-        let before = tld::runtime_stats().unwrap().live_blocks;
-        tld::free_thread_block();
-        assert_eq!(tld::runtime_stats().unwrap().live_blocks, before - 1);
-        assert_eq!(k.get().unwrap(), 0, "a new block starts zeroed");
-    })
-    .join()
-    .unwrap();
-}

@@ -1,0 +1,108 @@
+package tld
+
+// Benchmarks (figures in ../BENCHMARKS.md):
+//
+//	go test -run '^$' -bench . -count 5
+//
+// Writing through the locked thread's value against a plain Go memory write,
+// and the per-call API against an empty cgo call, in the same run.
+
+import (
+	"testing"
+)
+
+var sink *uint64
+
+// BenchmarkPlainWrite: a store to Go heap memory through a pointer (the
+// reference for the locked-thread writes).
+func BenchmarkPlainWrite(b *testing.B) {
+	p := new(uint64)
+	sink = p
+	for i := 0; i < b.N; i++ {
+		*p = uint64(i)
+	}
+}
+
+func benchKey(b *testing.B) Key[uint64] {
+	k, err := GetOrCreateKey[uint64]("bench_u64")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return k
+}
+
+// BenchmarkValueSet: Value.Set inside WithThread, the safe API (a validity
+// check and a store).
+func BenchmarkValueSet(b *testing.B) {
+	k := benchKey(b)
+	err := WithThread(func(t *Thread) error {
+		v, err := k.On(t)
+		if err != nil {
+			return err
+		}
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			v.Set(uint64(i))
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkUnsafePointerWrite: a store through the escape hatch's raw pointer
+// on a locked goroutine.
+func BenchmarkUnsafePointerWrite(b *testing.B) {
+	k := benchKey(b)
+	err := WithThread(func(t *Thread) error {
+		v, err := k.On(t)
+		if err != nil {
+			return err
+		}
+		p := v.UnsafePointer()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			*p = uint64(i)
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkEmptyCgoCall: an empty C function through cgo (the reference for
+// the per-call API).
+func BenchmarkEmptyCgoCall(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		cNop()
+	}
+}
+
+// BenchmarkKeySet: the per-call API, Key.Set: lock the goroutine, one C call
+// (tld_data), a store, unlock.
+func BenchmarkKeySet(b *testing.B) {
+	k := benchKey(b)
+	if err := k.Set(0); err != nil { // the thread's first access registers it
+		b.Fatal(err)
+	}
+	for i := 0; i < b.N; i++ {
+		k.Set(uint64(i))
+	}
+}
+
+// BenchmarkWithThread: WithThread + Key.On + Value.Set per operation, the
+// safe API used per update.
+func BenchmarkWithThread(b *testing.B) {
+	k := benchKey(b)
+	for i := 0; i < b.N; i++ {
+		WithThread(func(t *Thread) error {
+			v, err := k.On(t)
+			if err == nil {
+				v.Set(uint64(i))
+			}
+			return err
+		})
+	}
+}

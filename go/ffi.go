@@ -1,0 +1,173 @@
+package tld
+
+// The cgo seam: every cgo flag and every call into the C ABI (capi/include/tld.h)
+// lives in this file. The package links the static library built by
+// `make build` (or `cargo build -p tld-capi`) at ../target/debug/libtld.a;
+// with the build tag tld_release, the optimized one built by
+// `cargo build -p tld-capi --release` at ../target/release/libtld.a.
+//
+// No Go object here owns a C resource (keys are plain offsets, names are C
+// copies freed before returning), so there are no finalizers; the
+// runtime.KeepAlive habit of wasmtime-go has nothing to keep alive.
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../capi/include
+#cgo !tld_release LDFLAGS: ${SRCDIR}/../target/debug/libtld.a
+#cgo tld_release LDFLAGS: ${SRCDIR}/../target/release/libtld.a
+#cgo LDFLAGS: -ldl -lpthread -lm
+#include <stdlib.h>
+#include <string.h>
+#include <tld.h>
+
+// Values of at most 8 bytes cross cgo in a word, and finding the thread's
+// pointer and storing happen in one C call: the goroutine cannot change
+// threads in between, so the per-call API needs no runtime.LockOSThread.
+static int tld_go_store_word(int16_t off, uint64_t word, size_t size)
+{
+	tld_key_t key = { off };
+	void *p = tld_data(key);
+	if (!p)
+		return -1;
+	memcpy(p, &word, size);
+	return 0;
+}
+
+typedef struct {
+	uint64_t word;
+	int ok;
+} tld_go_word_t;
+
+static tld_go_word_t tld_go_load_word(int16_t off, size_t size)
+{
+	tld_key_t key = { off };
+	tld_go_word_t r = { 0, 0 };
+	void *p = tld_data(key);
+	if (p) {
+		memcpy(&r.word, p, size);
+		r.ok = 1;
+	}
+	return r;
+}
+
+// An empty C call: the benchmarks' reference for the cost of crossing cgo.
+static void tld_go_nop(void) {}
+*/
+import "C"
+
+import (
+	"runtime"
+	"syscall"
+	"unsafe"
+)
+
+// cKey is the C key: an offset in the data area, or -errno.
+type cKey = C.tld_key_t
+
+// lastError is the calling thread's last error message. The C library keeps
+// it per OS thread, so callers hold the goroutine locked between the failing
+// call and this one.
+func lastError() string {
+	var buf [512]C.char
+	n := C.tld_last_error(&buf[0], C.size_t(len(buf)))
+	if n == 0 {
+		return ""
+	}
+	return C.GoString(&buf[0])
+}
+
+// keyCall runs one key function of the C ABI on a locked thread and returns
+// the offset, or the errno and tld_last_error's message.
+func keyCall(name string, call func(*C.char) cKey) (off int16, errno syscall.Errno, msg string) {
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	k := call(cname)
+	if k.off < 0 {
+		return 0, syscall.Errno(-k.off), lastError()
+	}
+	return int16(k.off), 0, ""
+}
+
+func cCreateKey(name string, size int) (int16, syscall.Errno, string) {
+	return keyCall(name, func(n *C.char) cKey { return C.tld_create_key(n, C.size_t(size)) })
+}
+
+func cGetOrCreateKey(name string, size int) (int16, syscall.Errno, string) {
+	return keyCall(name, func(n *C.char) cKey { return C.tld_key(n, C.size_t(size)) })
+}
+
+func cCreateStaticKey(name string, size int) (int16, syscall.Errno, string) {
+	return keyCall(name, func(n *C.char) cKey { return C.tld_create_static_key(n, C.size_t(size)) })
+}
+
+// cFindKey returns the key's offset and size.
+func cFindKey(name string) (off int16, size int, errno syscall.Errno, msg string) {
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var info C.tld_key_info_t
+	if r := C.tld_find_key_info(cname, &info); r < 0 {
+		return 0, 0, syscall.Errno(-r), lastError()
+	}
+	return int16(info.off), int(info.size), 0, ""
+}
+
+// intCall runs a C function returning 0 or -errno on a locked thread.
+func intCall(call func() C.int) (syscall.Errno, string) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if r := call(); r < 0 {
+		return syscall.Errno(-r), lastError()
+	}
+	return 0, ""
+}
+
+func cAttachPath(path string) (syscall.Errno, string) {
+	var cpath *C.char // NULL: $TLD_MAP_PATH, else the default path
+	if path != "" {
+		cpath = C.CString(path)
+		defer C.free(unsafe.Pointer(cpath))
+	}
+	return intCall(func() C.int { return C.tld_attach_path(cpath) })
+}
+
+func cAttachFD(fd int) (syscall.Errno, string) {
+	return intCall(func() C.int { return C.tld_attach_fd(C.int(fd)) })
+}
+
+func cSetDynDataSize(bytes int) (syscall.Errno, string) {
+	return intCall(func() C.int { return C.tld_set_dyn_data_size(C.size_t(bytes)) })
+}
+
+// cData is tld_data: the calling thread's pointer for the key at off, or nil.
+// The caller holds the goroutine locked to its thread.
+// cData is tld_data: NULL comes with errno set, which cgo returns as err.
+func cData(off int16) (unsafe.Pointer, error) {
+	p, err := C.tld_data(C.tld_key_t{off: C.int16_t(off)})
+	return unsafe.Pointer(p), err
+}
+
+// cStoreWord stores the first size bytes of word (at most 8) as the calling
+// thread's value of the key at off, in one C call; false if the thread has
+// no data (the caller redoes the call on a locked thread for the message).
+func cStoreWord(off int16, word uint64, size int) bool {
+	return C.tld_go_store_word(C.int16_t(off), C.uint64_t(word), C.size_t(size)) == 0
+}
+
+// cLoadWord loads the calling thread's value of the key at off (at most 8
+// bytes) in one C call, as cStoreWord.
+func cLoadWord(off int16, size int) (uint64, bool) {
+	r := C.tld_go_load_word(C.int16_t(off), C.size_t(size))
+	return uint64(r.word), r.ok != 0
+}
+
+func cMetadataPage() uintptr { return uintptr(C.tld_metadata_page()) }
+
+func cLiveBlocks() int { return int(C.tld_live_blocks()) }
+
+func cRuntimeABIVersion() uint32 { return uint32(C.tld_runtime_abi_version()) }
+
+// cNop is an empty cgo call (benchmark reference).
+func cNop() { C.tld_go_nop() }

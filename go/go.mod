@@ -1,0 +1,3 @@
+module tld.dev/tld/go
+
+go 1.22
