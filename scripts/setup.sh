@@ -4,8 +4,9 @@
 set -euo pipefail
 
 # clang compiles the BPF programs; libelf/zlib/pkg-config build the vendored
-# libbpf (libbpf-sys); bpftool generates vmlinux.h from the kernel's BTF.
-packages=(clang llvm libelf-dev zlib1g-dev pkg-config bpftool make gcc g++)
+# libbpf (libbpf-sys); bpftool generates vmlinux.h from the kernel's BTF;
+# cmake, ninja-build and libgtest-dev build and test the C++ binding (cpp/).
+packages=(clang llvm libelf-dev zlib1g-dev pkg-config bpftool make gcc g++ cmake ninja-build libgtest-dev)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -23,6 +24,24 @@ if ((${#missing[@]})); then
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust (rustup)" >&2; exit 1; }
+
+# The Python binding is built and tested in a venv (`python3 -m venv`); on
+# Debian that needs python3-venv (ensurepip). pip then fetches maturin and
+# the test tools from PyPI.
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+        echo "setup: python3 with venv support is needed (Debian: apt-get install python3 python3-venv)" >&2
+        exit 1
+    fi
+    echo "setup: installing python3 python3-venv"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq python3 python3-venv >/dev/null
+    python3 -c 'import ensurepip, venv' || {
+        echo "setup: $(command -v python3) still lacks venv/ensurepip (a python3 outside Debian's packages?)" >&2
+        exit 1
+    }
+fi
 
 # Kernel parts need BTF and a mounted BPF filesystem.
 [[ -r /sys/kernel/btf/vmlinux ]] || echo "setup: warning: /sys/kernel/btf/vmlinux missing: the kernel has no BTF" >&2
