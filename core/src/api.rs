@@ -482,6 +482,20 @@ pub fn runtime_stats() -> Result<RuntimeStats> {
     })
 }
 
+/// The calling thread's data area and the runtime generation it is valid
+/// for, plus the process-wide generation counter, for bindings that cache the
+/// pointer in their own thread-local storage (C++): the cached pointer is
+/// valid on this thread while `counter.load(Acquire) == generation`. The
+/// counter changes when a map is attached or any block is released.
+#[doc(hidden)]
+pub fn thread_data_with_generation() -> Result<(NonNull<u8>, u64, &'static AtomicU64)> {
+    let shared = runtime::runtime()?;
+    // Read before the access: a release in between makes the cache look again, never trust a stale one.
+    let generation = shared.generation();
+    let data = runtime::thread_data()?;
+    Ok((unsafe { NonNull::new_unchecked(data) }, generation, shared.generation_counter()))
+}
+
 /// Registers the calling thread with the map behind `map_fd`, attaching it
 /// first if needed, and returns its data area (upstream `tld_get_data`).
 #[doc(hidden)]

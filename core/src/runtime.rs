@@ -70,7 +70,8 @@ pub struct Shared {
     pid: AtomicI32,
     lock: RecursiveLock,
     pub(crate) budget: Budget,
-    /// `nmaps << 32 | frees`: thread caches compare it to know they are current.
+    /// `nmaps << 32 | releases`: a thread's cached data pointer, in any copy
+    /// or binding, is current while this has not changed since it was cached.
     generation: AtomicU64,
     nmaps: AtomicU32,
     maps: [AttachedMap; MAX_MAPS],
@@ -195,6 +196,10 @@ impl Shared {
 
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn generation_counter(&self) -> &AtomicU64 {
+        &self.generation
     }
 
     /// Mirrors the budget into the metadata page's `size` field.
@@ -569,6 +574,9 @@ fn release_block(shared: &Shared, block: *mut u8) {
     unsafe { free_link(block).store(shared.pool.free.load(Ordering::Relaxed), Ordering::Relaxed) };
     shared.pool.free.store(block, Ordering::Relaxed);
     shared.pool.live.fetch_sub(1, Ordering::Relaxed);
+    // Every cache of this block, in any copy or language, is now stale: a
+    // later access on this thread (another destructor at its exit) looks again.
+    shared.generation.fetch_add(1, Ordering::AcqRel);
     shared.lock.unlock();
 }
 
@@ -590,8 +598,6 @@ pub(crate) fn free_thread_block() {
         return;
     }
     unsafe { libc::pthread_setspecific(shared.thread_key, std::ptr::null()) };
-    // Other copies' caches of this thread see a new generation and look again.
-    shared.generation.fetch_add(1, Ordering::AcqRel);
     CACHE.with(|c| c.set(ThreadCache { data: null_mut(), generation: u64::MAX }));
     release_block(shared, block);
 }
