@@ -36,6 +36,7 @@ test: build
 	$(CARGO) test --workspace --doc
 	$(MAKE) go-test
 	$(MAKE) python-test
+	$(MAKE) cpp-test
 	$(MAKE) loom
 
 # The Go package (go/) links target/debug/libtld.a; its kernel tests read the
@@ -79,6 +80,7 @@ bench: build
 	$(CARGO) bench -p tld-tests --bench create_key
 	$(MAKE) go-bench
 	$(MAKE) python-bench
+	$(MAKE) cpp-bench
 
 # Go benchmarks link the optimized library (build tag tld_release).
 go-bench:

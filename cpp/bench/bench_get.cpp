@@ -1,0 +1,88 @@
+// `tld::Key<T>::get()` + store on an initialized thread against a plain C++
+// thread_local write, in the same run: a timed loop per repetition, the
+// median of the repetitions reported (BENCHMARKS.md, "C++").
+//
+//   tld_cxx_bench [--iterations N] [--repeat R]
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <tld/tld.hpp>
+
+namespace {
+
+thread_local std::uint64_t plain_value;
+
+// Keeps each store: without it the compiler may merge a loop of stores into one.
+inline void keep() { std::atomic_signal_fence(std::memory_order_seq_cst); }
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+double time_ns_per_op(long iterations, const std::function<void(long)>& loop) {
+    auto start = std::chrono::steady_clock::now();
+    loop(iterations);
+    auto end = std::chrono::steady_clock::now();
+    return std::chrono::duration<double, std::nano>(end - start).count() / static_cast<double>(iterations);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    long iterations = 20'000'000;
+    int repeat = 15;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (std::strcmp(argv[i], "--iterations") == 0) iterations = std::atol(argv[i + 1]);
+        if (std::strcmp(argv[i], "--repeat") == 0) repeat = std::atoi(argv[i + 1]);
+    }
+
+    auto key = tld::Key<std::uint64_t>::get_or_create("bench_value");
+    key.set(1);  // initialize this thread: allocate its block
+
+    // std::function keeps each loop out of line (one indirect call per
+    // repetition, not per iteration).
+    auto plain = [](long n) {
+        for (long i = 0; i < n; i++) {
+            plain_value = static_cast<std::uint64_t>(i);
+            keep();
+        }
+    };
+    auto tld_get = [key](long n) {
+        for (long i = 0; i < n; i++) {
+            *key.get() = static_cast<std::uint64_t>(i);
+            keep();
+        }
+    };
+    auto tld_set = [key](long n) {
+        for (long i = 0; i < n; i++) {
+            key.set(static_cast<std::uint64_t>(i));
+        }
+    };
+
+    std::vector<double> t_plain, t_get, t_set;
+    for (int r = 0; r < repeat; r++) {  // interleaved, so drift hits all three alike
+        t_plain.push_back(time_ns_per_op(iterations, plain));
+        t_get.push_back(time_ns_per_op(iterations, tld_get));
+        t_set.push_back(time_ns_per_op(iterations, tld_set));
+    }
+    if (key.load() != static_cast<std::uint64_t>(iterations - 1) ||
+        plain_value != static_cast<std::uint64_t>(iterations - 1)) {
+        std::fprintf(stderr, "bench: lost a store\n");
+        return 1;
+    }
+    double p = median(t_plain), g = median(t_get), s = median(t_set);
+    std::printf("iterations %ld, repetitions %d (median ns/op)\n", iterations, repeat);
+    std::printf("%-46s %8.3f ns\n", "plain C++ thread_local write", p);
+    std::printf("%-46s %8.3f ns  (%.2fx)\n", "tld::Key<uint64_t>::get() + store", g, g / p);
+    std::printf("%-46s %8.3f ns  (%.2fx)\n", "tld::Key<uint64_t>::set()", s, s / p);
+    return 0;
+}
