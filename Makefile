@@ -64,8 +64,7 @@ python-test: build python-venv
 
 # The C++ binding (cpp/): CMake builds libtld_cxx.a with cargo and the
 # GoogleTest suites, run by CTest in target/cpp-debug and again with
-# AddressSanitizer in target/cpp-asan (ThreadSanitizer: built in
-# target/cpp-tsan; why it is not run yet is in the script). The kernel tests
+# AddressSanitizer (target/cpp-asan) and ThreadSanitizer (target/cpp-tsan). The kernel tests
 # read values back with the tld tool; the cross-copy test loads libtld.so.
 cpp-test: build
 	$(CARGO) build -p tld-cli

@@ -48,9 +48,14 @@ const fn parse_version_override() -> u32 {
 }
 
 /// Candidate addresses of the rendezvous page: high enough to avoid the heap
-/// and PIE images, far from the mmap base and from Go's arena hints (`0x??c0_0000_0000`).
+/// and PIE images, far from the mmap base and from Go's arena hints
+/// (`0x??c0_0000_0000`). The first range is application memory for plain
+/// processes and AddressSanitizer; ThreadSanitizer reserves it (and the
+/// second) for itself, so every copy in such a process moves on to the last
+/// range, which lies in TSan's high application range.
 fn candidates() -> impl Iterator<Item = usize> {
-    (0..16usize).map(|i| 0x3d1d_0000_0000 + (i << 32)).chain((0..8usize).map(|i| 0x0d1d_0000_0000 + (i << 32)))
+    let range = |base: usize, n: usize| (0..n).map(move |i| base + (i << 32));
+    range(0x3d1d_0000_0000, 16).chain(range(0x0d1d_0000_0000, 8)).chain(range(0x7e9d_0000_0000, 8))
 }
 
 /// Maps attached at once (they are kept for the life of the process).
@@ -109,10 +114,12 @@ impl RecursiveLock {
             std::thread::yield_now();
         }
         self.depth.store(1, Ordering::Relaxed);
+        crate::sync::tsan::acquire(self);
     }
 
     fn unlock(&self) {
         if self.depth.fetch_sub(1, Ordering::Relaxed) == 1 {
+            crate::sync::tsan::release(self);
             self.owner.store(0, Ordering::Release);
         }
     }
@@ -150,15 +157,17 @@ impl MetaSlots for Shared {
         unsafe { &self.slot(i).size }
     }
     fn slot_name(&self, i: usize) -> [u8; NAME_LEN] {
-        // A plain copy: callers read it only after an acquire load of a
-        // non-zero size, and a published name never changes.
-        unsafe { self.slot(i).name }
+        // Byte-wise relaxed loads: callers read only after an acquire load of
+        // a non-zero size, and a published name never changes. Atomics, not a
+        // memcpy, because other threads and processes share this memory (and
+        // a sanitizer intercepting memcpy would not see the size's ordering).
+        let field = self.name_bytes(i);
+        std::array::from_fn(|j| field[j].load(Ordering::Relaxed))
     }
     fn write_slot_name(&self, i: usize, name: &[u8]) {
-        unsafe {
-            let field = self.meta.add(abi::slot_offset(i));
-            std::ptr::write_bytes(field, 0, NAME_LEN);
-            std::ptr::copy_nonoverlapping(name.as_ptr(), field, name.len());
+        let field = self.name_bytes(i);
+        for (j, byte) in field.iter().enumerate() {
+            byte.store(name.get(j).copied().unwrap_or(0), Ordering::Relaxed);
         }
     }
     fn max_slots(&self) -> usize {
@@ -182,6 +191,10 @@ thread_local! {
 }
 
 impl Shared {
+    fn name_bytes(&self, i: usize) -> &[std::sync::atomic::AtomicU8; NAME_LEN] {
+        unsafe { &*(self.meta.add(abi::slot_offset(i)) as *const [std::sync::atomic::AtomicU8; NAME_LEN]) }
+    }
+
     unsafe fn slot(&self, i: usize) -> &Slot {
         unsafe { &*(self.meta.add(abi::slot_offset(i)) as *const Slot) }
     }

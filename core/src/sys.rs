@@ -183,16 +183,21 @@ pub fn mmap_anon(len: usize) -> SysResult<*mut u8> {
 /// Maps `len` bytes of `fd` privately at exactly `addr`, failing with `EEXIST`
 /// when anything is mapped there (`MAP_FIXED_NOREPLACE`, Linux 4.17).
 pub fn mmap_fixed_noreplace(addr: usize, len: usize, fd: RawFd) -> SysResult<*mut u8> {
+    // The raw system call: a sanitizer's mmap interceptor (ThreadSanitizer)
+    // rewrites hints outside its application ranges, and this is not a hint.
     let p = unsafe {
-        libc::mmap(
-            addr as *mut libc::c_void,
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_FIXED_NOREPLACE,
-            fd,
-            0,
+        // Every argument a full register wide: the variadic call would leave
+        // the upper half of a 32-bit one undefined.
+        libc::syscall(
+            libc::SYS_mmap,
+            addr as libc::c_long,
+            len as libc::c_long,
+            (libc::PROT_READ | libc::PROT_WRITE) as libc::c_long,
+            (libc::MAP_PRIVATE | libc::MAP_FIXED_NOREPLACE) as libc::c_long,
+            fd as libc::c_long,
+            0 as libc::c_long,
         )
-    };
+    } as *mut libc::c_void;
     if p == libc::MAP_FAILED {
         return Err(errno());
     }
