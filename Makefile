@@ -33,7 +33,7 @@ demo: build
 # in test mode, doc examples, then the loom model of key creation.
 test: build
 	$(CARGO) test --workspace --all-targets
-	$(CARGO) test --workspace --doc
+	$(CARGO) test --workspace --doc --exclude tld-capi --exclude tld-cxx --exclude tld-python
 	$(MAKE) go-test
 	$(MAKE) python-test
 	$(MAKE) cpp-test

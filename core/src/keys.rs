@@ -7,7 +7,9 @@
 //! sizes of slots `0..i`, so a winner of the CAS on `cnt` owns its range.
 //!
 //! This module only touches the metadata through [`MetaSlots`], so the same
-//! code runs on the real metadata page and in the loom model.
+//! code runs on the real metadata page and in the loom model (whose build
+//! leaves out the runtime, hence the `dead_code` allowance there).
+#![cfg_attr(loom, allow(dead_code))]
 
 use crate::abi::{round_up8, NAME_LEN};
 use crate::sync::{AtomicU16, AtomicU64, Ordering};
