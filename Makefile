@@ -11,7 +11,7 @@ export CGO_ENABLED = 1
 PYTHON ?= python3
 VENV := target/venv
 
-.PHONY: demo test setup build loom bench go-test go-bench python-venv python-test python-bench cpp-test cpp-bench
+.PHONY: demo test setup build loom bench go-test go-bench python-venv python-test python-bench cpp-test cpp-bench mixed-build mixed-test
 
 setup:
 	@scripts/setup.sh
@@ -24,9 +24,11 @@ build: setup
 	TLD_TEST_RUNTIME_ABI_VERSION=65537 $(CARGO) build -p tld-capi --target-dir target/abi-1.1
 	TLD_TEST_RUNTIME_ABI_VERSION=131072 $(CARGO) build -p tld-capi --target-dir target/abi-2.0
 
-# Pins a map with the `tld` tool, starts the demo workload, shows `tld dump`.
-demo: build
-	$(CARGO) build -q -p tld-cli -p tld-tests --example demo
+# Pins a map with the `tld` tool, starts the mixed-language demo workload
+# (tests/mixed/demo_app.py: Python, C++ and Go in one process), shows
+# `tld dump --watch` of it until it exits (about 10 s), unpins.
+demo: build python-venv mixed-build
+	$(CARGO) build -q -p tld-cli
 	@scripts/demo.sh
 
 # Every suite: unit, kernel (BPF reads what user space wrote), C ABI, benches
@@ -37,6 +39,7 @@ test: build
 	$(MAKE) go-test
 	$(MAKE) python-test
 	$(MAKE) cpp-test
+	$(MAKE) mixed-test
 	$(MAKE) loom
 
 # The Go package (go/) links target/debug/libtld.a; its kernel tests read the
@@ -69,6 +72,18 @@ python-test: build python-venv
 cpp-test: build
 	$(CARGO) build -p tld-cli
 	scripts/cpp-test.sh
+
+# One process, many languages (tests/mixed/): libmixed_cxx.so (C++ binding),
+# libmixed_go.so (Go binding, c-shared) and gohost (a Go program that dlopens
+# the C++ library), built into target/mixed; pytest runs Python hosts and the
+# Go host and checks with `tld dump --json` that BPF sees one metadata page,
+# every key once, and each thread's values from every language.
+mixed-build: build
+	GO=$(GO) tests/mixed/build.sh
+
+mixed-test: mixed-build python-venv
+	$(CARGO) build -p tld-cli
+	$(VENV)/bin/python -m pytest tests/mixed
 
 # loom needs its own cfg, so it builds the core into its own target dir.
 loom:

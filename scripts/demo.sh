@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# The README demo: pin a tld_data_map with the `tld` tool, start the demo
-# workload (tests/examples/demo.rs) attached to it, and show what BPF sees of
-# it with `tld status`, `tld keys` and `tld dump`. Ends by itself in ~10 s.
-# Needs root (or CAP_BPF + CAP_PERFMON). Run by `make demo`, after the build.
+# The README demo: one process, three languages. Pins a tld_data_map of its
+# own with the `tld` tool, starts tests/mixed/demo_app.py (Python main thread,
+# with a C++ library and a Go library loaded RTLD_LOCAL, each its own copy of
+# the core, publishing hints from their own worker threads and from a Python
+# thread that calls all three), and shows what BPF reads of it: `tld status`,
+# `tld keys`, then `tld dump --watch 1` until the workload exits by itself
+# (DEMO_SECONDS, 10 by default). Unpins on exit, whatever happens.
+# Needs root (or CAP_BPF + CAP_PERFMON). Run by `make demo`, after the build
+# (target/debug/tld, target/venv, tests/mixed/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 target=${CARGO_TARGET_DIR:-target}
 TLD=$target/debug/tld
-DEMO=$target/debug/examples/demo
+PY=$target/venv/bin/python
+export MIXED_CXX_LIB=$target/mixed/cxx/libmixed_cxx.so
+export MIXED_GO_LIB=$target/mixed/libmixed_go.so
+export DEMO_SECONDS=${DEMO_SECONDS:-10}
 # A pin of its own, so that the demo never touches the machine's real map.
 export TLD_MAP_PATH=/sys/fs/bpf/tld-demo-$$/tld_data_map
 pid=
@@ -19,6 +27,7 @@ cleanup() {
     rmdir "$(dirname "$TLD_MAP_PATH")" 2>/dev/null || true
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 run() {
     echo
@@ -27,26 +36,21 @@ run() {
 }
 
 run "$TLD" pin --mode 0600
-TLD_DEMO_SECONDS=5 "$DEMO" &
+"$PY" tests/mixed/demo_app.py &
 pid=$!
-# Wait until the workload's threads are registered.
+# Wait until all three languages have published (the last key to appear: go.requests).
 for _ in $(seq 100); do
-    "$TLD" keys "$pid" >/dev/null 2>&1 && break
+    "$TLD" keys "$pid" 2>/dev/null | grep -q go.requests && break
     sleep 0.1
 done
 run "$TLD" status
 run "$TLD" keys "$pid"
-run "$TLD" dump "$pid"
-sleep 1
-run "$TLD" dump "$pid"
-tid=$(ls "/proc/$pid/task" | sort -n | sed -n 2p)
-run "$TLD" dump "$pid" --tid "$tid" --json
-wait "$pid"
-pid_done=$pid
-pid=
 echo
-echo "\$ $TLD dump $pid_done    # the workload has exited"
-"$TLD" dump "$pid_done" || echo "(exit code $?)"
+echo "\$ $TLD dump $pid --watch 1    # until the workload exits"
+# Ends by itself when the process exits (exit code 3); timeout is a safety net.
+timeout $((DEMO_SECONDS + 20)) "$TLD" dump "$pid" --watch 1 || true
+wait "$pid"
+pid=
 echo
 echo "\$ $TLD unpin"
 "$TLD" unpin

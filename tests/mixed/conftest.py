@@ -1,0 +1,102 @@
+"""Fixtures of the mixed-language tests: a pinned map, the built artifacts,
+and `scenario(cmd)`, which starts a scenario process, reads its expectation
+and checks it against `tld dump` while the process's threads are alive.
+
+Built by tests/mixed/build.sh (`make mixed-test` runs it): libmixed_cxx.so
+(C++ binding), libmixed_go.so (Go binding, c-shared) and gohost (Go binding,
+dlopens libmixed_cxx.so), in target/mixed. Without BPF privileges the tests
+skip, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+OUT = ROOT / "target" / "mixed"
+# bpf_reader (the `tld dump --json` reader of the Python tests) and mixed_check.
+sys.path[:0] = [str(ROOT / "python" / "tests"), str(HERE)]
+
+
+def has_bpf_privileges() -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration):
+        return os.geteuid() == 0
+    return bool(caps & (1 << 21)) or (bool(caps & (1 << 39)) and bool(caps & (1 << 38)))
+
+
+@pytest.fixture(scope="session")
+def env() -> Iterator[dict[str, str]]:
+    """The environment of a scenario: a map pinned for this session, the artifacts."""
+    if not has_bpf_privileges():
+        why = "mixed-language kernel tests need root or CAP_BPF+CAP_PERFMON"
+        if os.environ.get("CI") in ("true", "1"):
+            pytest.fail(f"{why}, and CI=true forbids skipping", pytrace=False)
+        pytest.skip(why)
+    cli = Path(os.environ.get("TLD_CLI", ROOT / "target" / "debug" / "tld"))
+    art = {"MIXED_CXX_LIB": OUT / "cxx" / "libmixed_cxx.so", "MIXED_GO_LIB": OUT / "libmixed_go.so", "GOHOST": OUT / "gohost"}
+    for p in [cli, *art.values()]:
+        if not p.exists():
+            pytest.fail(f"{p} is missing: run tests/mixed/build.sh (make mixed-test does)", pytrace=False)
+    pin_dir = Path(f"/sys/fs/bpf/tld-mixed-{os.getpid()}")
+    path = pin_dir / "tld_data_map"
+    pin = subprocess.run([str(cli), "pin", "--path", str(path)], capture_output=True, text=True)
+    if pin.returncode != 0:
+        pytest.fail(f"`tld pin --path {path}` exited {pin.returncode}: {pin.stderr.strip()}", pytrace=False)
+    e = {"TLD_CLI": str(cli), "TLD_MAP_PATH": str(path), **{k: str(v) for k, v in art.items()}}
+    os.environ.update(e)  # bpf_reader reads TLD_CLI and TLD_MAP_PATH
+    try:
+        yield e
+    finally:
+        subprocess.run([str(cli), "unpin", "--path", str(path)], capture_output=True)
+        try:
+            pin_dir.rmdir()
+        except OSError:
+            pass
+
+
+Scenario = Callable[[list[str]], dict[str, Any]]
+
+
+@pytest.fixture
+def scenario(env: dict[str, str]) -> Scenario:
+    """scenario(argv): runs argv, checks its expectation with mixed_check.check
+    while it waits, then closes its stdin and requires exit status 0."""
+    from mixed_check import check
+
+    def run(argv: list[str]) -> dict[str, Any]:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **env},
+        )
+        try:
+            line = proc.stdout.readline()
+            if not line:
+                proc.stdin.close()
+                proc.wait(timeout=60)
+                pytest.fail(f"{argv} exited {proc.returncode} without an expectation:\n{proc.stderr.read()}", pytrace=False)
+            expect = json.loads(line)
+            check(expect)
+        finally:
+            if proc.stdin and not proc.stdin.closed:
+                proc.stdin.close()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        err = proc.stderr.read()
+        assert proc.returncode == 0, f"{argv} exited {proc.returncode}:\n{err}"
+        return expect
+
+    return run

@@ -1,0 +1,102 @@
+// libmixed_cxx.so: the C++ participant of the mixed-language tests and demo.
+// Its own copy of the core (tld::tld, symbols kept local); a C ABI for
+// Python (ctypes) and the Go host (dlopen). Every entry acts on the calling
+// thread: the value lands on that thread's kernel task.
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <system_error>
+#include <thread>
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <tld/tld.hpp>
+
+#define MIXED_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace {
+long tid() { return static_cast<long>(::syscall(SYS_gettid)); }
+}  // namespace
+
+/// Attaches the map pinned at path ("" or NULL: $TLD_MAP_PATH). 0 or -errno.
+MIXED_EXPORT int mixed_cxx_attach(const char* path) {
+    std::error_code ec;
+    tld::attach(path ? std::string_view(path) : std::string_view(), ec);
+    return ec ? -ec.value() : 0;
+}
+
+/// The metadata page of the runtime this copy uses (creating or joining it).
+MIXED_EXPORT std::size_t mixed_cxx_metadata_page() {
+    std::error_code ec;
+    return tld::runtime_stats(ec).meta_page;
+}
+
+/// Gets or creates the 8-byte key `name` and stores v in the calling thread's
+/// value. Returns the thread's id (gettid), or -errno.
+MIXED_EXPORT long mixed_cxx_set(const char* name, std::int64_t v) {
+    std::error_code ec;
+    auto key = tld::Key<std::int64_t>::get_or_create(name, ec);
+    if (ec)
+        return -ec.value();
+    std::int64_t* p = key.get(ec);
+    if (ec || !p)
+        return ec ? -ec.value() : -1;
+    *p = v;
+    return tid();
+}
+
+/// Gets or creates the 8-byte key `name` (no thread data touched). Its
+/// offset, or -errno.
+MIXED_EXPORT long mixed_cxx_key(const char* name) {
+    std::error_code ec;
+    auto key = tld::Key<std::int64_t>::get_or_create(name, ec);
+    return ec ? -ec.value() : static_cast<long>(key.offset());
+}
+
+/// The calling thread's value of the 8-byte key `name` in *out. 0 or -errno.
+MIXED_EXPORT int mixed_cxx_get(const char* name, std::int64_t* out) {
+    std::error_code ec;
+    auto key = tld::Key<std::int64_t>::find(name, ec);
+    if (ec)
+        return -ec.value();
+    std::int64_t* p = key.get(ec);
+    if (ec || !p)
+        return ec ? -ec.value() : -1;
+    *out = *p;
+    return 0;
+}
+
+namespace {
+std::atomic<long> worker_tid{0};
+}
+
+/// Demo: starts a detached std::thread "cxx-worker" that publishes
+/// cxx.queue_depth (changing every 200 ms) and the common key "priority" for
+/// `seconds` seconds. Returns its tid once its values are published, or -errno.
+MIXED_EXPORT long mixed_cxx_start_worker(int seconds) {
+    worker_tid = 0;
+    std::thread([seconds] {
+        pthread_setname_np(pthread_self(), "cxx-worker");
+        std::error_code ec;
+        auto depth = tld::Key<std::int64_t>::get_or_create("cxx.queue_depth", ec);
+        auto prio = tld::Key<std::int64_t>::get_or_create("priority", ec);
+        if (ec) {
+            worker_tid = -ec.value();
+            return;
+        }
+        depth.set(0);
+        prio.set(2);
+        worker_tid = tid();
+        auto end = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+        for (std::int64_t i = 1; std::chrono::steady_clock::now() < end; i++) {
+            depth.set((i * 7) % 50, ec);
+            prio.set(i % 4, ec);
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        }
+    }).detach();
+    while (worker_tid == 0)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return worker_tid;
+}
