@@ -21,6 +21,21 @@ from typing import Any, Optional
 NOT_USING_TLD = 4
 
 
+def has_bpf_privileges() -> bool:
+    """CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON, as tld_bpf::has_bpf_privileges."""
+    try:
+        with open("/proc/self/status") as f:
+            caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration):
+        return os.geteuid() == 0
+    return bool(caps & (1 << 21)) or (bool(caps & (1 << 39)) and bool(caps & (1 << 38)))
+
+
+def in_ci() -> bool:
+    """Kernel tests fail instead of skipping under CI=true."""
+    return os.environ.get("CI") in ("true", "1")
+
+
 def dump(pid: Optional[int] = None, tid: Optional[int] = None) -> dict[str, Any]:
     """`tld dump PID --json` (schema tld-dump/1) for `pid` (default: this process).
 

@@ -17,6 +17,8 @@ from typing import Callable, Iterator
 
 import pytest
 
+from bpf_reader import has_bpf_privileges, in_ci
+
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = Path(__file__).resolve().parent
 
@@ -41,21 +43,6 @@ from bpf_reader import dump, threads, keys, raw
 """
 
 Run = Callable[..., subprocess.CompletedProcess]
-
-
-def has_bpf_privileges() -> bool:
-    """CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON, as tld_bpf::has_bpf_privileges."""
-    try:
-        with open("/proc/self/status") as f:
-            caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
-    except (OSError, StopIteration):
-        return os.geteuid() == 0
-    has = lambda cap: bool(caps & (1 << cap))  # noqa: E731
-    return has(21) or (has(39) and has(38))
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI") in ("true", "1")
 
 
 def _runner(extra_env: dict[str, str], prelude: str) -> Run:

@@ -25,14 +25,8 @@ OUT = ROOT / "target" / "mixed"
 # bpf_reader (the `tld dump --json` reader of the Python tests) and mixed_check.
 sys.path[:0] = [str(ROOT / "python" / "tests"), str(HERE)]
 
+from bpf_reader import has_bpf_privileges, in_ci  # noqa: E402  (needs the path above)
 
-def has_bpf_privileges() -> bool:
-    try:
-        with open("/proc/self/status") as f:
-            caps = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
-    except (OSError, StopIteration):
-        return os.geteuid() == 0
-    return bool(caps & (1 << 21)) or (bool(caps & (1 << 39)) and bool(caps & (1 << 38)))
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +34,7 @@ def env() -> Iterator[dict[str, str]]:
     """The environment of a scenario: a map pinned for this session, the artifacts."""
     if not has_bpf_privileges():
         why = "mixed-language kernel tests need root or CAP_BPF+CAP_PERFMON"
-        if os.environ.get("CI") in ("true", "1"):
+        if in_ci():
             pytest.fail(f"{why}, and CI=true forbids skipping", pytrace=False)
         pytest.skip(why)
     cli = Path(os.environ.get("TLD_CLI", ROOT / "target" / "debug" / "tld"))
