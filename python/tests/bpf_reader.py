@@ -12,10 +12,12 @@ both set by conftest.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Iterator, Optional
 
 # `tld dump` exit code when no thread of the process is registered in the map.
 NOT_USING_TLD = 4
@@ -34,6 +36,35 @@ def has_bpf_privileges() -> bool:
 def in_ci() -> bool:
     """Kernel tests fail instead of skipping under CI=true."""
     return os.environ.get("CI") in ("true", "1")
+
+
+def require_bpf(why: str) -> None:
+    """Skips the calling test without BPF privileges, or fails it under CI=true."""
+    import pytest
+
+    if not has_bpf_privileges():
+        if in_ci():
+            pytest.fail(f"{why}, and CI=true forbids skipping", pytrace=False)
+        pytest.skip(why)
+
+
+@contextlib.contextmanager
+def pinned_map(cli: Path, tag: str) -> Iterator[Path]:
+    """A tld_data_map pinned with `tld pin` at a path of its own (by tag and
+    pid) for the duration; unpinned and its directory removed afterwards."""
+    import pytest
+
+    pin_dir = Path(f"/sys/fs/bpf/tld-{tag}-{os.getpid()}")
+    path = pin_dir / "tld_data_map"
+    pin = subprocess.run([str(cli), "pin", "--path", str(path)], capture_output=True, text=True)
+    if pin.returncode != 0:
+        pytest.fail(f"`tld pin --path {path}` exited {pin.returncode}: {pin.stderr.strip()}", pytrace=False)
+    try:
+        yield path
+    finally:
+        subprocess.run([str(cli), "unpin", "--path", str(path)], capture_output=True)
+        with contextlib.suppress(OSError):
+            pin_dir.rmdir()
 
 
 def dump(pid: Optional[int] = None, tid: Optional[int] = None) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from typing import Callable, Iterator
 
 import pytest
 
-from bpf_reader import has_bpf_privileges, in_ci
+from bpf_reader import pinned_map as bpf_pinned_map
+from bpf_reader import require_bpf
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = Path(__file__).resolve().parent
@@ -77,27 +78,12 @@ def run() -> Run:
 def pinned_map() -> Iterator[dict[str, str]]:
     """A tld_data_map pinned for this session with `tld pin`; skips (outside
     CI) or fails (under CI=true) without BPF privileges."""
-    if not has_bpf_privileges():
-        why = "kernel test needs root or CAP_BPF+CAP_PERFMON (run as root to test against BPF)"
-        if in_ci():
-            pytest.fail(f"{why}, and CI=true forbids skipping", pytrace=False)
-        pytest.skip(why)
+    require_bpf("kernel test needs root or CAP_BPF+CAP_PERFMON (run as root to test against BPF)")
     cli = Path(os.environ.get("TLD_CLI", ROOT / "target" / "debug" / "tld"))
     if not cli.exists():
         pytest.fail(f"{cli} is missing: build the reader with `cargo build -p tld-cli` (make test does)", pytrace=False)
-    pin_dir = Path(f"/sys/fs/bpf/tld-pytest-{os.getpid()}")
-    path = pin_dir / "tld_data_map"
-    pin = subprocess.run([str(cli), "pin", "--path", str(path)], capture_output=True, text=True)
-    if pin.returncode != 0:
-        pytest.fail(f"`tld pin --path {path}` exited {pin.returncode}: {pin.stderr.strip()}", pytrace=False)
-    try:
+    with bpf_pinned_map(cli, "pytest") as path:
         yield {"TLD_CLI": str(cli), "TLD_MAP_PATH": str(path)}
-    finally:
-        subprocess.run([str(cli), "unpin", "--path", str(path)], capture_output=True)
-        try:
-            pin_dir.rmdir()
-        except OSError:
-            pass
 
 
 @pytest.fixture

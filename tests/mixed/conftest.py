@@ -25,38 +25,23 @@ OUT = ROOT / "target" / "mixed"
 # bpf_reader (the `tld dump --json` reader of the Python tests) and mixed_check.
 sys.path[:0] = [str(ROOT / "python" / "tests"), str(HERE)]
 
-from bpf_reader import has_bpf_privileges, in_ci  # noqa: E402  (needs the path above)
+from bpf_reader import pinned_map, require_bpf  # noqa: E402  (needs the path above)
 
 
 
 @pytest.fixture(scope="session")
 def env() -> Iterator[dict[str, str]]:
     """The environment of a scenario: a map pinned for this session, the artifacts."""
-    if not has_bpf_privileges():
-        why = "mixed-language kernel tests need root or CAP_BPF+CAP_PERFMON"
-        if in_ci():
-            pytest.fail(f"{why}, and CI=true forbids skipping", pytrace=False)
-        pytest.skip(why)
+    require_bpf("mixed-language kernel tests need root or CAP_BPF+CAP_PERFMON")
     cli = Path(os.environ.get("TLD_CLI", ROOT / "target" / "debug" / "tld"))
     art = {"MIXED_CXX_LIB": OUT / "cxx" / "libmixed_cxx.so", "MIXED_GO_LIB": OUT / "libmixed_go.so", "GOHOST": OUT / "gohost"}
     for p in [cli, *art.values()]:
         if not p.exists():
             pytest.fail(f"{p} is missing: run tests/mixed/build.sh (make mixed-test does)", pytrace=False)
-    pin_dir = Path(f"/sys/fs/bpf/tld-mixed-{os.getpid()}")
-    path = pin_dir / "tld_data_map"
-    pin = subprocess.run([str(cli), "pin", "--path", str(path)], capture_output=True, text=True)
-    if pin.returncode != 0:
-        pytest.fail(f"`tld pin --path {path}` exited {pin.returncode}: {pin.stderr.strip()}", pytrace=False)
-    e = {"TLD_CLI": str(cli), "TLD_MAP_PATH": str(path), **{k: str(v) for k, v in art.items()}}
-    os.environ.update(e)  # bpf_reader reads TLD_CLI and TLD_MAP_PATH
-    try:
+    with pinned_map(cli, "mixed") as path:
+        e = {"TLD_CLI": str(cli), "TLD_MAP_PATH": str(path), **{k: str(v) for k, v in art.items()}}
+        os.environ.update(e)  # bpf_reader reads TLD_CLI and TLD_MAP_PATH
         yield e
-    finally:
-        subprocess.run([str(cli), "unpin", "--path", str(path)], capture_output=True)
-        try:
-            pin_dir.rmdir()
-        except OSError:
-            pass
 
 
 Scenario = Callable[[list[str]], dict[str, Any]]
