@@ -20,9 +20,9 @@ setup:
 # load, plus two copies built with other runtime ABI versions (1.1 joins a 1.0
 # runtime, 2.0 refuses it) for the version test.
 build: setup
-	$(CARGO) build -p tld-capi
-	TLD_TEST_RUNTIME_ABI_VERSION=65537 $(CARGO) build -p tld-capi --target-dir target/abi-1.1
-	TLD_TEST_RUNTIME_ABI_VERSION=131072 $(CARGO) build -p tld-capi --target-dir target/abi-2.0
+	$(CARGO) build -p task-local-data-capi
+	TLD_TEST_RUNTIME_ABI_VERSION=65537 $(CARGO) build -p task-local-data-capi --target-dir target/abi-1.1
+	TLD_TEST_RUNTIME_ABI_VERSION=131072 $(CARGO) build -p task-local-data-capi --target-dir target/abi-2.0
 
 # Pins a map with the `tld` tool, starts the mixed-language demo workload
 # (tests/mixed/demo_app.py: Python, C++ and Go in one process), shows
@@ -35,7 +35,7 @@ demo: build python-venv mixed-build
 # in test mode, doc examples, then the loom model of key creation.
 test: build
 	$(CARGO) test --workspace --all-targets
-	$(CARGO) test --workspace --doc --exclude tld-capi --exclude tld-cxx --exclude tld-python
+	$(CARGO) test --workspace --doc --exclude task-local-data-capi --exclude tld-cxx --exclude tld-python
 	$(MAKE) go-test
 	$(MAKE) python-test
 	$(MAKE) cpp-test
@@ -87,7 +87,7 @@ mixed-test: mixed-build python-venv
 
 # loom needs its own cfg, so it builds the core into its own target dir.
 loom:
-	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test -p tld --lib --release loom
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test -p task-local-data --lib --release loom
 
 bench: build
 	$(CARGO) bench -p tld-tests --bench tld
@@ -98,12 +98,12 @@ bench: build
 
 # Go benchmarks link the optimized library (build tag tld_release).
 go-bench:
-	$(CARGO) build -p tld-capi --release
+	$(CARGO) build -p task-local-data-capi --release
 	cd go && $(GO) test -tags tld_release -run '^$$' -bench . -count 5
 
 # Python: Key.set/get against a no-op pyo3 call and ctypes over libtld.so (release).
 python-bench: python-venv
-	$(CARGO) build -p tld-capi --release
+	$(CARGO) build -p task-local-data-capi --release
 	$(VENV)/bin/python python/bench/bench_tld.py
 
 # C++: Key<T>::get() + store against a plain thread_local write, optimized

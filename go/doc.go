@@ -86,5 +86,5 @@
 // # Building
 //
 // The package links ../target/debug/libtld.a: run `make build` (or
-// `cargo build -p tld-capi`) at the repository root first.
+// `cargo build -p task-local-data-capi`) at the repository root first.
 package tld

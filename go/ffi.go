@@ -2,9 +2,9 @@ package tld
 
 // The cgo seam: every cgo flag and every call into the C ABI (capi/include/tld.h)
 // lives in this file. The package links the static library built by
-// `make build` (or `cargo build -p tld-capi`) at ../target/debug/libtld.a;
+// `make build` (or `cargo build -p task-local-data-capi`) at ../target/debug/libtld.a;
 // with the build tag tld_release, the optimized one built by
-// `cargo build -p tld-capi --release` at ../target/release/libtld.a.
+// `cargo build -p task-local-data-capi --release` at ../target/release/libtld.a.
 //
 // No Go object here owns a C resource (keys are plain offsets, names are C
 // copies freed before returning), so there are no finalizers; the

@@ -436,7 +436,7 @@ func scenarioCrossCopy() error {
 	}
 	data, err := os.ReadFile(src)
 	if err != nil {
-		return fmt.Errorf("%v (run `make build` or `cargo build -p tld-capi`)", err)
+		return fmt.Errorf("%v (run `make build` or `cargo build -p task-local-data-capi`)", err)
 	}
 	dir, err := os.MkdirTemp("", "tld-go-cross-copy")
 	if err != nil {

@@ -3,7 +3,7 @@
  * @file tld.h
  * @brief Task local data: per-thread values that BPF programs read in place.
  *
- * Link with `-ltld` (libtld.a or libtld.so, built by `cargo build -p tld-capi`).
+ * Link with `-ltld` (libtld.a or libtld.so, built by `cargo build -p task-local-data-capi`).
  *
  * Source-compatible with the upstream user-space task local data API of the
  * Linux BPF selftests: a program written for it (`tld_key_t`, `TLD_DEFINE_KEY`,

@@ -59,7 +59,7 @@ def main() -> int:
     args = parser.parse_args()
     if not args.libtld.exists():
         debug = ROOT / "target" / "debug" / "libtld.so"
-        print(f"{args.libtld} missing (cargo build -p tld-capi --release); using {debug}", file=sys.stderr)
+        print(f"{args.libtld} missing (cargo build -p task-local-data-capi --release); using {debug}", file=sys.stderr)
         args.libtld = debug
 
     key = tld.key("bench_value", "q")

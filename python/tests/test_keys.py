@@ -472,7 +472,7 @@ def test_shares_the_runtime_with_the_c_library(run):
     # the extension module and libtld.so loaded with ctypes (RTLD_LOCAL).
     lib = ROOT / "target" / "debug" / "libtld.so"
     if not lib.exists():
-        pytest.skip(f"{lib} is missing: cargo build -p tld-capi (make test builds it)")
+        pytest.skip(f"{lib} is missing: cargo build -p task-local-data-capi (make test builds it)")
     run(f"""
         class CKey(ctypes.Structure):
             _fields_ = [("off", ctypes.c_int16)]

@@ -51,14 +51,14 @@ pub fn int_value(dump: &TaskDump, name: &str) -> Option<i64> {
     })
 }
 
-/// The build directory holding `libtld.so`/`libtld.a` (`cargo build -p tld-capi`).
+/// The build directory holding `libtld.so`/`libtld.a` (`cargo build -p task-local-data-capi`).
 pub fn capi_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test> -> target/<profile>
     let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
     assert!(
         dir.join("libtld.so").exists() && dir.join("libtld.a").exists(),
-        "{} lacks libtld.so/libtld.a: run `cargo build -p tld-capi` first (the README test command does)",
+        "{} lacks libtld.so/libtld.a: run `cargo build -p task-local-data-capi` first (the README test command does)",
         dir.display()
     );
     dir
