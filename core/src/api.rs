@@ -503,3 +503,23 @@ pub fn thread_data_for_map_fd(map_fd: i32) -> Result<NonNull<u8>> {
     crate::maps::attached_fd(map_fd)?;
     thread_data()
 }
+
+/// A process-wide word of the shared runtime reserved for one companion
+/// library (DESIGN §4): whichever copy of the core asks, in whatever
+/// language, gets the same word, so "exactly one per process" decisions
+/// (claim with a compare-and-swap from 0) hold across copies.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum RuntimeExtension {
+    /// The OpenTelemetry process context (OTEP 4719) mapping of this process.
+    OtelProcessContext = 0,
+    /// The OpenTelemetry thread-context TLS publisher (OTEP 4947) of this process.
+    OtelThreadSymbol = 1,
+}
+
+/// The shared runtime's word for `which` (created or joined on first use).
+#[doc(hidden)]
+pub fn runtime_extension(which: RuntimeExtension) -> Result<&'static AtomicU64> {
+    Ok(&runtime::runtime()?.extensions[which as usize])
+}

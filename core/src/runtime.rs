@@ -81,6 +81,10 @@ pub struct Shared {
     nmaps: AtomicU32,
     maps: [AttachedMap; MAX_MAPS],
     pool: BlockPool,
+    /// Process-wide words for companions of the core that need exactly one
+    /// of something per process whatever the number of copies (DESIGN §4):
+    /// see [`crate::RuntimeExtension`].
+    pub(crate) extensions: [AtomicU64; 8],
 }
 
 #[repr(C)]
@@ -384,6 +388,7 @@ fn prepare(page: usize, shared_len: usize) -> Result<(Vec<u8>, *mut u8)> {
             free: AtomicPtr::new(null_mut()),
             directory: AtomicPtr::new(null_mut()),
         },
+        extensions: std::array::from_fn(|_| AtomicU64::new(0)),
     };
     unsafe {
         (*(meta as *const MetaHeader)).size.store(crate::DEFAULT_DYNAMIC_RESERVE as u16, Ordering::Relaxed);
