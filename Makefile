@@ -10,6 +10,11 @@ export CGO_ENABLED = 1
 # The Python binding is built and tested in this venv (python3 -m venv).
 PYTHON ?= python3
 VENV := target/venv
+# One version for everything: the workspace's (Cargo.toml). libtld.so's
+# SONAME carries its major (capi/build.rs); programs linked with -ltld record
+# that name, so the build dir gets the same link an install makes.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+SOVERSION := $(firstword $(subst ., ,$(VERSION)))
 
 .PHONY: demo test setup build loom bench go-test go-bench python-venv python-test python-bench cpp-test cpp-bench mixed-build mixed-test
 
@@ -21,6 +26,7 @@ setup:
 # runtime, 2.0 refuses it) for the version test.
 build: setup
 	$(CARGO) build -p task-local-data-capi
+	ln -sf libtld.so target/debug/libtld.so.$(SOVERSION)
 	TLD_TEST_RUNTIME_ABI_VERSION=65537 $(CARGO) build -p task-local-data-capi --target-dir target/abi-1.1
 	TLD_TEST_RUNTIME_ABI_VERSION=131072 $(CARGO) build -p task-local-data-capi --target-dir target/abi-2.0
 

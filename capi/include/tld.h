@@ -48,6 +48,12 @@
 #ifndef TLD_H
 #define TLD_H
 
+/* The library's version, the crate's (task-local-data-capi): MAJOR is the
+ * SONAME's (libtld.so.0). pkg-config --modversion tld reports the same. */
+#define TLD_VERSION_MAJOR 0
+#define TLD_VERSION_MINOR 1
+#define TLD_VERSION_PATCH 0
+
 #include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
