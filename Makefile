@@ -16,7 +16,7 @@ VENV := target/venv
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 SOVERSION := $(firstword $(subst ., ,$(VERSION)))
 
-.PHONY: demo test setup build loom bench go-test go-bench python-venv python-test python-bench cpp-test cpp-bench mixed-build mixed-test
+.PHONY: install uninstall wheel install-test demo test setup build loom bench go-test go-bench python-venv python-test python-bench cpp-test cpp-bench mixed-build mixed-test
 
 setup:
 	@scripts/setup.sh
@@ -90,6 +90,28 @@ mixed-build: build
 mixed-test: mixed-build python-venv
 	$(CARGO) build -p tld-cli
 	$(VENV)/bin/python -m pytest tests/mixed
+
+# `make install` (PREFIX, DESTDIR, LIBDIR, INCLUDEDIR, BINDIR honoured):
+# libtld.so (SONAME libtld.so.$(SOVERSION)) and libtld.a, tld.h and
+# tld.bpf.h, tld.pc for pkg-config, the C++ binding's CMake package
+# (find_package(tld) -> tld::tld) and the tld command, all from release
+# builds. `make uninstall` with the same variables removes them.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+INSTALL_ENV = PREFIX=$(PREFIX) BINDIR=$(BINDIR) LIBDIR=$(LIBDIR) INCLUDEDIR=$(INCLUDEDIR) \
+	DESTDIR=$(DESTDIR) VERSION=$(VERSION)
+
+# Without MAKEFLAGS: it carries this command line's PREFIX/LIBDIR to every
+# make below, including the one that builds the vendored libbpf for the tld
+# command, which would install libbpf there instead of into its build dir.
+install: setup
+	env -u MAKEFLAGS -u MFLAGS $(CARGO) build --release -p task-local-data-capi -p tld-cli
+	$(INSTALL_ENV) scripts/install.sh install
+
+uninstall:
+	$(INSTALL_ENV) scripts/install.sh uninstall
 
 # loom needs its own cfg, so it builds the core into its own target dir.
 loom:

@@ -15,7 +15,7 @@ run_suite() {
     shift 2
     local dir=target/cpp-$name
     echo "== C++ tests: $name"
-    cmake -S cpp -B "$dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Debug \
+    cmake -S cpp -B "$dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=Debug -DTLD_CXX_BUILD_TESTS=ON \
         -DCMAKE_CXX_FLAGS="$flags" >/dev/null
     cmake --build "$dir"
     (cd "$dir" && "$@" ctest --output-on-failure)
