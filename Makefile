@@ -48,12 +48,13 @@ test: build
 	$(MAKE) mixed-test
 	$(MAKE) loom
 
-# The Go package (go/) links target/debug/libtld.a; its kernel tests read the
-# values back with the tld tool (target/debug/tld). -count=1 because go test's
-# result cache does not notice a rebuilt libtld.a.
+# The Go package (go/) links target/debug/libtld.a (build tag tld_intree;
+# outside this checkout it finds the installed library with pkg-config); its
+# kernel tests read the values back with the tld tool (target/debug/tld).
+# -count=1 because go test's result cache does not notice a rebuilt libtld.a.
 go-test: build
 	$(CARGO) build -p tld-cli
-	cd go && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd go && $(GO) vet -tags tld_intree ./... && $(GO) test -tags tld_intree -count=1 ./...
 
 # The Python binding (python/, pyproject.toml): `pip install .` builds the
 # wheel with maturin (fetched from PyPI by pip's build isolation) into the
@@ -124,10 +125,10 @@ bench: build
 	$(MAKE) python-bench
 	$(MAKE) cpp-bench
 
-# Go benchmarks link the optimized library (build tag tld_release).
+# Go benchmarks link the optimized library (build tags tld_intree,tld_release).
 go-bench:
 	$(CARGO) build -p task-local-data-capi --release
-	cd go && $(GO) test -tags tld_release -run '^$$' -bench . -count 5
+	cd go && $(GO) test -tags tld_intree,tld_release -run '^$$' -bench . -count 5
 
 # Python: Key.set/get against a no-op pyo3 call and ctypes over libtld.so (release).
 python-bench: python-venv

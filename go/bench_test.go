@@ -2,7 +2,7 @@ package tld
 
 // Benchmarks (figures in ../BENCHMARKS.md):
 //
-//	go test -run '^$' -bench . -count 5
+//	go test -tags tld_intree,tld_release -run '^$' -bench . -count 5
 //
 // Writing through the locked thread's value against a plain Go memory write,
 // and the per-call API against an empty cgo call, in the same run.

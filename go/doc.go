@@ -85,6 +85,23 @@
 //
 // # Building
 //
-// The package links ../target/debug/libtld.a: run `make build` (or
-// `cargo build -p task-local-data-capi`) at the repository root first.
+// The package is cgo over tld's C library, found with pkg-config
+// (#cgo pkg-config: tld). Install the library first, from a tld checkout:
+//
+//	make install                       # or: make install PREFIX=$HOME/.local
+//	pkg-config --modversion tld        # found? else:
+//	export PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig
+//
+// Programs then link the installed release library, libtld.so.0; when the
+// prefix is not one the dynamic loader searches, run them with
+// LD_LIBRARY_PATH=$PREFIX/lib (or link with -rpath through CGO_LDFLAGS).
+//
+// Inside the tld repository, the build tag tld_intree links the checkout's
+// own static library instead, with no install and no pkg-config:
+// ../target/debug/libtld.a (built by `make build`), or
+// ../target/release/libtld.a with the tags tld_intree,tld_release:
+//
+//	cd go && go test -tags tld_intree -count=1 ./...
+//
+// (-count=1 because go test's result cache does not notice a rebuilt libtld.a.)
 package tld

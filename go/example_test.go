@@ -3,7 +3,7 @@ package tld_test
 import (
 	"fmt"
 
-	tld "tld.dev/tld/go"
+	"tld.dev/tld"
 )
 
 // A goroutine publishes its priority for BPF while it works. Without an

@@ -1,20 +1,24 @@
 package tld
 
-// The cgo seam: every cgo flag and every call into the C ABI (capi/include/tld.h)
-// lives in this file. The package links the static library built by
-// `make build` (or `cargo build -p task-local-data-capi`) at ../target/debug/libtld.a;
-// with the build tag tld_release, the optimized one built by
-// `cargo build -p task-local-data-capi --release` at ../target/release/libtld.a.
+// The cgo seam: every cgo flag and every call into the C ABI (tld.h) lives in
+// this file. By default the package builds against the installed library,
+// found with pkg-config (`make install` installs tld.pc, libtld and tld.h):
+// the release build, linked as libtld.so.0. With the build tag tld_intree it
+// links the static library of this checkout instead, for development:
+// ../target/debug/libtld.a (`make build`), or with tld_release as well
+// ../target/release/libtld.a (`cargo build -p task-local-data-capi --release`).
+// See "Building" in doc.go.
 //
 // No Go object here owns a C resource (keys are plain offsets, names are C
 // copies freed before returning), so there are no finalizers; the
 // runtime.KeepAlive habit of wasmtime-go has nothing to keep alive.
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../capi/include
-#cgo !tld_release LDFLAGS: ${SRCDIR}/../target/debug/libtld.a
-#cgo tld_release LDFLAGS: ${SRCDIR}/../target/release/libtld.a
-#cgo LDFLAGS: -ldl -lpthread -lm
+#cgo !tld_intree pkg-config: tld
+#cgo tld_intree CFLAGS: -I${SRCDIR}/../capi/include
+#cgo tld_intree,!tld_release LDFLAGS: ${SRCDIR}/../target/debug/libtld.a
+#cgo tld_intree,tld_release LDFLAGS: ${SRCDIR}/../target/release/libtld.a
+#cgo tld_intree LDFLAGS: -ldl -lpthread -lm
 #include <stdlib.h>
 #include <string.h>
 #include <tld.h>

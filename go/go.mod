@@ -1,3 +1,3 @@
-module tld.dev/tld/go
+module tld.dev/tld
 
 go 1.22

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"unsafe"
 
-	"tld.dev/tld/go/internal/dlcopy"
+	"tld.dev/tld/internal/dlcopy"
 )
 
 func init() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the mixed-language artifacts into target/mixed (after `make build`):
 #   target/mixed/cxx/libmixed_cxx.so   C++ binding (CMake, tld::tld), symbols of the core kept local
-#   target/mixed/libmixed_go.so        Go binding, -buildmode=c-shared, libtld.a kept local
+#   target/mixed/libmixed_go.so        Go binding (tag tld_intree), -buildmode=c-shared, libtld.a kept local
 #   target/mixed/gohost                Go program on the Go binding that dlopens libmixed_cxx.so
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,6 +13,6 @@ cmake -S tests/mixed -B "$out/cxx" "${generator[@]}" -DCMAKE_BUILD_TYPE=Debug >/
 cmake --build "$out/cxx"
 cd tests/mixed/go
 export CGO_ENABLED=1
-"$GO" vet ./...
-"$GO" build -buildmode=c-shared -ldflags='-extldflags=-Wl,--exclude-libs,ALL' -o "$out/libmixed_go.so" ./golib
-"$GO" build -o "$out/gohost" ./gohost
+"$GO" vet -tags tld_intree ./...
+"$GO" build -tags tld_intree -buildmode=c-shared -ldflags='-extldflags=-Wl,--exclude-libs,ALL' -o "$out/libmixed_go.so" ./golib
+"$GO" build -tags tld_intree -o "$out/gohost" ./gohost

@@ -2,6 +2,6 @@ module tld.dev/tld/tests/mixed
 
 go 1.22
 
-require tld.dev/tld/go v0.0.0
+require tld.dev/tld v0.0.0
 
-replace tld.dev/tld/go => ../../../go
+replace tld.dev/tld => ../../../go

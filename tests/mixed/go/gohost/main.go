@@ -54,7 +54,7 @@ import (
 	"syscall"
 	"unsafe"
 
-	tld "tld.dev/tld/go"
+	"tld.dev/tld"
 )
 
 func cxxSet(name string, v int64) int64 {

@@ -22,7 +22,7 @@ import (
 	"time"
 	"unsafe"
 
-	tld "tld.dev/tld/go"
+	"tld.dev/tld"
 )
 
 func errno(err error) C.long {
