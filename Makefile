@@ -72,6 +72,11 @@ python-test: build python-venv
 	cd target && $(CURDIR)/$(VENV)/bin/python -m mypy.stubtest tld  # mypy leaves .mypy_cache in the cwd
 	$(VENV)/bin/python python/bench/bench_tld.py --number 20000 --repeat 3
 
+# The distributable Python artifacts into target/wheels: the cp310-abi3 and
+# cp39 manylinux wheels (checked with auditwheel) and the sdist.
+wheel: python-venv
+	VENV=$(VENV) scripts/wheel.sh
+
 # The C++ binding (cpp/): CMake builds libtld_cxx.a with cargo and the
 # GoogleTest suites, run by CTest in target/cpp-debug and again with
 # AddressSanitizer (target/cpp-asan) and ThreadSanitizer (target/cpp-tsan). The kernel tests

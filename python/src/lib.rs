@@ -225,7 +225,9 @@ fn runtime_stats() -> PyResult<RuntimeStats> {
     })
 }
 
-#[pymodule]
+// Not tested on a free-threaded CPython: such a build re-enables the GIL
+// (with a warning) when it imports this module.
+#[pymodule(gil_used = true)]
 fn _tld(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
