@@ -46,6 +46,7 @@ test: build
 	$(MAKE) python-test
 	$(MAKE) cpp-test
 	$(MAKE) mixed-test
+	$(MAKE) install-test
 	$(MAKE) loom
 
 # The Go package (go/) links target/debug/libtld.a (build tag tld_intree;
@@ -118,6 +119,14 @@ install: setup
 
 uninstall:
 	$(INSTALL_ENV) scripts/install.sh uninstall
+
+# Installs into a temporary prefix and builds, outside the repository, a C
+# program (pkg-config), C++ programs (find_package, add_subdirectory), a Go
+# module (pkg-config), a Rust crate and the Python wheels in fresh venvs of
+# each CPython 3.9-3.13 here; the installed `tld dump` reads back what each
+# published on a thread. Also DESTDIR staging, uninstall and cargo package.
+install-test: python-venv
+	GO=$(GO) tests/install/run.sh
 
 # loom needs its own cfg, so it builds the core into its own target dir.
 loom:

@@ -69,7 +69,10 @@ install_all() {
     # The C++ binding: CMake builds the release archive through cargo and
     # installs it with the package files (install(EXPORT), tldConfigVersion.cmake).
     local build=target/cpp-install generator=()
-    command -v ninja >/dev/null && [[ ! -f $build/CMakeCache.txt || -f $build/build.ninja ]] && generator=(-G Ninja)
+    command -v ninja >/dev/null && [[ ! -f $build/Makefile ]] && generator=(-G Ninja)
+    # A fresh cache: GNUInstallDirs resets a cached LIBDIR to its own default
+    # when the prefix changes (from /usr, lib/<multiarch> becomes lib).
+    rm -f "$build/CMakeCache.txt"
     cmake -S cpp -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
         -DCMAKE_INSTALL_PREFIX="$PREFIX" \
         -DCMAKE_INSTALL_LIBDIR="$(relative_to_prefix "$LIBDIR")" \
