@@ -47,7 +47,7 @@ test: build
 # result cache does not notice a rebuilt libtld.a.
 go-test: build
 	$(CARGO) build -p tld-cli
-	cd go && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd go && $(GO) vet ./... && $(GO) test -count=1 -ldflags="-X main.libtldStamp=$$(sha256sum ../target/debug/libtld.a | cut -c1-16)" ./...
 
 # The Python binding (python/, pyproject.toml): `pip install .` builds the
 # wheel with maturin (fetched from PyPI by pip's build isolation) into the

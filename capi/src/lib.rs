@@ -14,7 +14,6 @@
 // Each entry point's contract (valid NUL-terminated names, writable buffers) is in tld.h.
 #![allow(clippy::missing_safety_doc)]
 
-use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::atomic::AtomicU64;
 use std::os::unix::ffi::OsStrExt;
@@ -41,36 +40,66 @@ pub struct tld_key_info_t {
 /// Bytes of the last-error message kept per thread; longer messages end in "...".
 const MESSAGE_CAP: usize = 1024;
 
-/// A message in storage without a destructor, so a thread's destructors that
-/// run after this library's thread-locals were torn down can still use it.
+/// A thread's last error message, in heap memory reached through a pthread
+/// key of this copy (not a thread-local: libraries loaded with initial-exec
+/// TLS, as Go's c-shared ones are, have little static TLS to spare). The
+/// key's destructor frees it; a later error in a later destructor allocates
+/// it again and the key's destructor runs again (POSIX iterates), so a C ABI
+/// call works at any point of a thread's exit (DESIGN §5.7).
 struct Message {
     len: usize,
     bytes: [u8; MESSAGE_CAP],
 }
 
-thread_local! {
-    static LAST_ERROR: RefCell<Message> = const { RefCell::new(Message { len: 0, bytes: [0; MESSAGE_CAP] }) };
+unsafe extern "C" fn free_message(p: *mut c_void) {
+    unsafe { libc::free(p) };
+}
+
+/// This copy's pthread key for [`Message`]s (key + 1; 0 before the first use).
+fn message_key() -> Option<libc::pthread_key_t> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static KEY: AtomicU32 = AtomicU32::new(0);
+    let k = KEY.load(Ordering::Acquire);
+    if k != 0 {
+        return Some(k - 1);
+    }
+    let mut key: libc::pthread_key_t = 0;
+    if unsafe { libc::pthread_key_create(&mut key, Some(free_message)) } != 0 {
+        return None;
+    }
+    match KEY.compare_exchange(0, key + 1, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Some(key),
+        Err(winner) => {
+            unsafe { libc::pthread_key_delete(key) };
+            Some(winner - 1)
+        }
+    }
 }
 
 fn set_message(text: &str) {
-    // try_borrow_mut: a signal handler interrupting this very update skips it.
-    LAST_ERROR.with(|l| {
-        if let Ok(mut m) = l.try_borrow_mut() {
-            let bytes = text.as_bytes();
-            let n = if bytes.len() <= MESSAGE_CAP {
-                bytes.len()
-            } else {
-                let mut n = MESSAGE_CAP - 3;
-                while !text.is_char_boundary(n) {
-                    n -= 1;
-                }
-                m.bytes[n..n + 3].copy_from_slice(b"...");
-                n
-            };
-            m.bytes[..n].copy_from_slice(&bytes[..n]);
-            m.len = if bytes.len() <= MESSAGE_CAP { n } else { n + 3 };
+    let Some(key) = message_key() else { return };
+    let mut m = unsafe { libc::pthread_getspecific(key) } as *mut Message;
+    if m.is_null() {
+        m = unsafe { libc::malloc(std::mem::size_of::<Message>()) } as *mut Message;
+        if m.is_null() || unsafe { libc::pthread_setspecific(key, m as *const c_void) } != 0 {
+            unsafe { libc::free(m.cast()) };
+            return;
         }
-    });
+    }
+    let m = unsafe { &mut *m };
+    let bytes = text.as_bytes();
+    if bytes.len() <= MESSAGE_CAP {
+        m.bytes[..bytes.len()].copy_from_slice(bytes);
+        m.len = bytes.len();
+    } else {
+        let mut n = MESSAGE_CAP - 3;
+        while !text.is_char_boundary(n) {
+            n -= 1;
+        }
+        m.bytes[..n].copy_from_slice(&bytes[..n]);
+        m.bytes[n..n + 3].copy_from_slice(b"...");
+        m.len = n + 3;
+    }
 }
 
 fn remember(e: &Error) -> c_int {
@@ -256,17 +285,21 @@ pub extern "C" fn tld_free() {
 /// Copies the calling thread's last error message. See tld.h.
 #[no_mangle]
 pub unsafe extern "C" fn tld_last_error(buf: *mut c_char, len: usize) -> usize {
-    LAST_ERROR.with(|l| {
-        let Ok(msg) = l.try_borrow() else { return 0 };
-        if !buf.is_null() && len > 0 {
-            let n = msg.len.min(len - 1);
-            unsafe {
-                std::ptr::copy_nonoverlapping(msg.bytes.as_ptr(), buf.cast(), n);
-                *buf.add(n) = 0;
+    let msg = message_key().map_or(std::ptr::null(), |k| unsafe { libc::pthread_getspecific(k) } as *const Message);
+    let (text, n) = match unsafe { msg.as_ref() } {
+        Some(m) => (m.bytes.as_ptr(), m.len),
+        None => (std::ptr::null(), 0),
+    };
+    if !buf.is_null() && len > 0 {
+        let copy = n.min(len - 1);
+        unsafe {
+            if copy > 0 {
+                std::ptr::copy_nonoverlapping(text, buf.cast(), copy);
             }
+            *buf.add(copy) = 0;
         }
-        msg.len
-    })
+    }
+    n
 }
 
 /// The address of the process's metadata page (one per process, whatever

@@ -135,7 +135,7 @@ pub(crate) fn attach_for_get_data(map_fd: RawFd, allocating: bool) -> Result<()>
 /// changes nothing (the consumer may pin again).
 pub(crate) fn refresh() -> Result<()> {
     let shared = runtime::runtime()?;
-    for (i, id, path) in shared.maps.pinned() {
+    for (i, id, path) in register::pinned(shared) {
         let source = MapSource::Path(path.clone());
         let Ok(cpath) = CString::new(path.as_os_str().as_bytes()) else { continue };
         let Ok(fd) = sys::obj_get(&cpath) else { continue };

@@ -104,21 +104,6 @@ impl MapTable {
             .collect()
     }
 
-    /// Live entries attached by path: `(index, id, path)`.
-    pub(crate) fn pinned(&self) -> Vec<(usize, u32, std::path::PathBuf)> {
-        use std::os::unix::ffi::OsStrExt;
-        (0..self.high())
-            .filter_map(|i| {
-                let e = &self.entries[i];
-                let path = e.path.load(Ordering::Acquire);
-                (e.state.load(Ordering::Acquire) & LIVE != 0 && !path.is_null()).then(|| {
-                    let bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
-                    (i, e.id.load(Ordering::Relaxed), std::ffi::OsStr::from_bytes(bytes).into())
-                })
-            })
-            .collect()
-    }
-
     /// The kernel id of entry `i`'s map.
     pub(crate) fn id_of(&self, i: usize) -> u32 {
         self.entries[i].id.load(Ordering::Relaxed)
@@ -162,6 +147,46 @@ impl MapTable {
     }
 }
 
+/// A copy of `path` in pages of the runtime's own: the runtime lives in a
+/// mapping leak checkers do not scan, so a malloc'd pointer kept there would
+/// look leaked (and heap memory belongs to one copy's allocator).
+fn owned_path(path: &CStr) -> *mut libc::c_char {
+    let bytes = path.to_bytes_with_nul();
+    match sys::mmap_anon(bytes.len()) {
+        Ok(p) => {
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) };
+            p.cast()
+        }
+        Err(_) => std::ptr::null_mut(),
+    }
+}
+
+fn free_path(path: *mut libc::c_char) {
+    if !path.is_null() {
+        let len = unsafe { CStr::from_ptr(path) }.to_bytes_with_nul().len();
+        unsafe { libc::munmap(path.cast(), len) };
+    }
+}
+
+/// Live entries attached by path: `(index, id, path)`. Under the lock, which
+/// also tells ThreadSanitizer that the path was written before (it cannot
+/// see the core's atomics).
+pub(crate) fn pinned(shared: &Shared) -> Vec<(usize, u32, std::path::PathBuf)> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(_guard) = shared.lock.lock() else { return Vec::new() };
+    let table = &shared.maps;
+    (0..table.high())
+        .filter_map(|i| {
+            let e = &table.entries[i];
+            let path = e.path.load(Ordering::Acquire);
+            (e.state.load(Ordering::Acquire) & LIVE != 0 && !path.is_null()).then(|| {
+                let bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
+                (i, e.id.load(Ordering::Relaxed), std::ffi::OsStr::from_bytes(bytes).into())
+            })
+        })
+        .collect()
+}
+
 /// What to attach: a validated map, our own fd of it.
 pub(crate) struct NewMap<'a> {
     pub fd: RawFd,
@@ -188,7 +213,7 @@ pub(crate) fn attach(shared: &Shared, m: NewMap<'_>) -> Result<(usize, bool)> {
         }
         if let Some(path) = m.path {
             if e.path.load(Ordering::Relaxed).is_null() {
-                e.path.store(unsafe { libc::strdup(path.as_ptr()) }, Ordering::Release);
+                e.path.store(owned_path(path), Ordering::Release);
             }
         }
         return Ok((i, false));
@@ -215,7 +240,7 @@ pub(crate) fn attach(shared: &Shared, m: NewMap<'_>) -> Result<(usize, bool)> {
     e.how.store(m.how, Ordering::Relaxed);
     e.user_fd.store(if m.how & BY_GET_DATA != 0 { m.user_fd } else { -1 }, Ordering::Relaxed);
     e.registered.store(0, Ordering::Relaxed);
-    e.path.store(m.path.map_or(std::ptr::null_mut(), |p| unsafe { libc::strdup(p.as_ptr()) }), Ordering::Release);
+    e.path.store(m.path.map_or(std::ptr::null_mut(), owned_path), Ordering::Release);
     if m.value_size as usize == abi::MAP_VALUE16_SIZE {
         table.page16.fetch_add(1, Ordering::AcqRel);
     }
@@ -287,10 +312,7 @@ fn retire_if_done(shared: &Shared, i: usize) {
     }
     if e.state.compare_exchange(DYING, 0, Ordering::AcqRel, Ordering::Acquire).is_ok() {
         sys::close(e.fd.swap(-1, Ordering::AcqRel));
-        let path = e.path.swap(std::ptr::null_mut(), Ordering::AcqRel);
-        if !path.is_null() {
-            unsafe { libc::free(path.cast()) };
-        }
+        free_path(e.path.swap(std::ptr::null_mut(), Ordering::AcqRel));
         e.id.store(0, Ordering::Relaxed);
         e.how.store(0, Ordering::Relaxed);
         e.user_fd.store(-1, Ordering::Relaxed);
@@ -496,10 +518,7 @@ pub(crate) fn drop_path(shared: &Shared, i: usize) -> Result<()> {
     let only_by_path = {
         let _guard = shared.lock.lock()?;
         let e = &shared.maps.entries[i];
-        let path = e.path.swap(std::ptr::null_mut(), Ordering::AcqRel);
-        if !path.is_null() {
-            unsafe { libc::free(path.cast()) };
-        }
+        free_path(e.path.swap(std::ptr::null_mut(), Ordering::AcqRel));
         e.how.fetch_and(!BY_PATH, Ordering::AcqRel) == BY_PATH
     };
     if only_by_path {

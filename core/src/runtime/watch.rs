@@ -45,8 +45,13 @@ pub(crate) fn ensure_started(shared: &'static Shared) {
     w.pid.store(crate::sys::getpid(), Ordering::Relaxed);
     // The thread runs this copy's code for the life of the process.
     super::pin_this_copy();
-    let started = std::thread::Builder::new().name("tld-pin-watch".into()).spawn(move || run(shared));
+    // Opened here, not in the thread, so the fd exists when attach returns.
+    let inotify = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    let started = std::thread::Builder::new().name("tld-pin-watch".into()).spawn(move || run(shared, inotify));
     if started.is_err() {
+        if inotify >= 0 {
+            crate::sys::close(inotify);
+        }
         w.running.store(0, Ordering::Release);
     }
 }
@@ -57,13 +62,12 @@ pub(crate) fn after_fork_child(shared: &Shared) {
     shared.watcher.running.store(0, Ordering::Relaxed);
 }
 
-fn run(shared: &'static Shared) {
-    let inotify = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+fn run(shared: &'static Shared, inotify: i32) {
     let mut watched: Vec<std::path::PathBuf> = Vec::new();
     loop {
         let dirs: Vec<std::path::PathBuf> = {
             let mut d: Vec<_> =
-                shared.maps.pinned().into_iter().filter_map(|(_, _, p)| p.parent().map(Into::into)).collect();
+                super::register::pinned(shared).into_iter().filter_map(|(_, _, p)| p.parent().map(Into::into)).collect();
             d.sort();
             d.dedup();
             d
