@@ -584,3 +584,10 @@ pub enum RuntimeExtension {
 pub fn runtime_extension(which: RuntimeExtension) -> Result<&'static AtomicU64> {
     Ok(&runtime::runtime()?.extensions[which as usize])
 }
+
+/// The rendezvous addresses this process's copies of the core try, in order
+/// (DESIGN §4), for tests of the rendezvous.
+#[doc(hidden)]
+pub fn runtime_candidates() -> Vec<usize> {
+    runtime::rendezvous::candidates(runtime::rendezvous::address_bits()).collect()
+}
