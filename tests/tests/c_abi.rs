@@ -241,3 +241,37 @@ int use_upstream_api(int map_fd)
         assert!(stderr.contains("TLD_NAME_LEN only at its default"), "{stderr}");
     }
 }
+
+/// Builds and runs `tests/c/<name>.c` (no map), returning its stdout; fails
+/// with its stderr unless it exits 0.
+fn run_simple(name: &str, link: Link) -> String {
+    let dir = TempDir::new(&format!("c-abi-{name}-{link:?}"));
+    let exe = cprog::build(&dir.0, name, link);
+    let out = Command::new(&exe).output().unwrap_or_else(|e| panic!("running {}: {e}", exe.display()));
+    assert!(
+        out.status.success(),
+        "{name} ({link:?}) failed: {}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Option macros, `TLD_PAGE_SIZE`/`TLD_MAX_DATA_CNT`/`TLD_NAME_LEN`, a
+/// program constructor seeing a `TLD_DEFINE_KEY` key, `-E2BIG`/`-EINVAL`, and
+/// the upstream selftest's creation race (tests/c/upstream_compat.c).
+#[test]
+fn upstream_compatibility() {
+    for link in [Link::Static, Link::Shared] {
+        assert_eq!(run_simple("upstream_compat", link).trim(), "ok");
+    }
+}
+
+/// C ABI calls from thread-exit destructors after tld's own (DESIGN §5.7):
+/// no abort, errors reported, blocks allocated there released again.
+#[test]
+fn late_destructors_never_abort() {
+    for link in [Link::Static, Link::Shared] {
+        assert_eq!(run_simple("late_destructor", link).trim(), "ok live=0");
+    }
+}
