@@ -11,7 +11,7 @@ export CGO_ENABLED = 1
 PYTHON ?= python3
 VENV := target/venv
 
-.PHONY: demo test setup build loom bench go-test go-bench python-venv python-test python-bench cpp-test cpp-bench mixed-build mixed-test
+.PHONY: demo test setup build loom bench c-bench go-test go-bench python-venv python-test python-bench cpp-test cpp-bench mixed-build mixed-test
 
 setup:
 	@scripts/setup.sh
@@ -92,9 +92,22 @@ loom:
 bench: build
 	$(CARGO) bench -p tld-tests --bench tld
 	$(CARGO) bench -p tld-tests --bench create_key
+	$(MAKE) c-bench
 	$(MAKE) go-bench
 	$(MAKE) python-bench
 	$(MAKE) cpp-bench
+
+# C: tld.h's inline tld_get_data() + store against a plain __thread store,
+# -O2, the release libtld.a, on a map pinned for the run.
+C_BENCH_PIN := /sys/fs/bpf/tld-c-bench-$(shell echo $$PPID)
+c-bench:
+	$(CARGO) build -p task-local-data-capi -p tld-cli --release
+	mkdir -p target/c-bench
+	$(CC) -O2 -std=c11 -Wall -Wextra -Werror -pthread -Icapi/include tests/c/bench_hot_path.c \
+		tests/c/bench_hot_path_call.c target/release/libtld.a -ldl -lm -lpthread -o target/c-bench/bench_hot_path
+	target/release/tld pin --path $(C_BENCH_PIN)/tld_data_map >/dev/null
+	TLD_TEST_MAP=$(C_BENCH_PIN)/tld_data_map target/c-bench/bench_hot_path; \
+		status=$$?; target/release/tld unpin --path $(C_BENCH_PIN)/tld_data_map >/dev/null; rmdir $(C_BENCH_PIN); exit $$status
 
 # Go benchmarks link the optimized library (build tag tld_release).
 go-bench:
