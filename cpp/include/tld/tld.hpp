@@ -71,6 +71,17 @@
 #include "rust/cxx.h"
 #include "tld/src/bridge.rs.h"
 
+#ifndef TLD_CXX_INITIAL_EXEC_TLS
+/**
+ * Define to 1 (before including tld.hpp, in every translation unit) when
+ * building a shared library that programs link at start-up, not dlopen: the
+ * binding's per-thread cache then uses the initial-exec TLS model, one
+ * %fs-relative load instead of a __tls_get_addr call per get(). Executables
+ * need nothing: their thread_locals are already local-exec.
+ */
+#define TLD_CXX_INITIAL_EXEC_TLS 0
+#endif
+
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
 /// 1 when the throwing API is available (exceptions enabled), else 0.
 #define TLD_CXX_EXCEPTIONS 1
@@ -176,6 +187,13 @@ struct DataCache {
  * then the core has released the block and moved the counter, so the cache
  * is not trusted.
  */
+#if TLD_CXX_INITIAL_EXEC_TLS
+// In a shared library the default TLS model makes every access a
+// __tls_get_addr call; initial-exec makes it one %fs-relative load, but needs
+// the library loaded at program start (or a little of the static TLS that
+// glibc keeps for dlopen).
+[[gnu::tls_model("initial-exec")]]
+#endif
 inline thread_local DataCache thread_cache{nullptr, 1, &no_runtime_yet};
 
 /// The slow path: ask the core (allocates and registers on first use).
