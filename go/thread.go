@@ -2,6 +2,7 @@ package tld
 
 import (
 	"runtime"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -15,11 +16,15 @@ type Thread struct {
 	keep bool
 	tid  int
 	// The values the callback reached through this Thread, each with what it
-	// held before: WithThread puts them back before unlocking. inline holds
-	// the first few without an allocation.
-	saved  []savedValue
-	inline [4]savedValue
+	// held before: WithThread puts them back before unlocking. Taken from
+	// savedPool on the first data access and returned by end, so that a
+	// callback allocates only the small Thread itself.
+	saved *savedValues
 }
+
+type savedValues struct{ list []savedValue }
+
+var savedPool = sync.Pool{New: func() any { return &savedValues{list: make([]savedValue, 0, 4)} }}
 
 // savedValue is one key's value as it was before the callback first
 // touched it, and where it lives in this thread's block.
@@ -62,7 +67,6 @@ func WithThread(fn func(t *Thread) error) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	t := &Thread{live: true}
-	t.saved = t.inline[:0]
 	defer t.end()
 	return fn(t)
 }
@@ -71,20 +75,30 @@ func WithThread(fn func(t *Thread) error) error {
 // the values the callback reached. It runs on the locked thread.
 func (t *Thread) end() {
 	t.live = false
-	if t.keep || len(t.saved) == 0 {
+	saved := t.saved
+	if saved == nil {
+		return
+	}
+	t.saved = nil
+	defer func() {
+		clear(saved.list) // drop the larger values' buffers
+		saved.list = saved.list[:0]
+		savedPool.Put(saved)
+	}()
+	if t.keep || len(saved.list) == 0 {
 		return
 	}
 	// The block may have been released during the callback (tld_free from
 	// another language on this thread): look the data pointer up again, so a
 	// restore never writes into a block this thread no longer owns.
-	first := &t.saved[0]
+	first := &saved.list[0]
 	p, _ := cData(first.off)
 	if p == nil {
 		return // no block now: nothing carries the callback's values
 	}
 	moved := p != first.p
-	for i := len(t.saved) - 1; i >= 0; i-- {
-		s := &t.saved[i]
+	for i := len(saved.list) - 1; i >= 0; i-- {
+		s := &saved.list[i]
 		dst := s.p
 		if moved {
 			if dst, _ = cData(s.off); dst == nil {
@@ -132,8 +146,11 @@ func (t *Thread) check() {
 // reaches a key, its current value is saved for [WithThread] to restore.
 func (t *Thread) data(op string, k RawKey) (unsafe.Pointer, error) {
 	t.check()
-	for i := range t.saved {
-		if s := &t.saved[i]; s.off == k.off && k.size != 0 {
+	if t.saved == nil {
+		t.saved = savedPool.Get().(*savedValues)
+	}
+	for i := range t.saved.list {
+		if s := &t.saved.list[i]; s.off == k.off && k.size != 0 {
 			return s.p, nil
 		}
 	}
@@ -147,7 +164,7 @@ func (t *Thread) data(op string, k RawKey) (unsafe.Pointer, error) {
 	} else {
 		s.big = append([]byte(nil), unsafe.Slice((*byte)(p), k.size)...)
 	}
-	t.saved = append(t.saved, s)
+	t.saved.list = append(t.saved.list, s)
 	return p, nil
 }
 
