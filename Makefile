@@ -17,12 +17,12 @@ setup:
 	@scripts/setup.sh
 
 # The C library (libtld.a, libtld.so) that the C tests and cross-copy tests
-# load, plus two copies built with other runtime ABI versions (1.1 joins a 1.0
-# runtime, 2.0 refuses it) for the version test.
+# load, plus two copies built with other runtime ABI versions (2.1 joins a 2.0
+# runtime, 3.0 refuses it) for the version test.
 build: setup
 	$(CARGO) build -p task-local-data-capi
-	TLD_TEST_RUNTIME_ABI_VERSION=65537 $(CARGO) build -p task-local-data-capi --target-dir target/abi-1.1
-	TLD_TEST_RUNTIME_ABI_VERSION=131072 $(CARGO) build -p task-local-data-capi --target-dir target/abi-2.0
+	TLD_TEST_RUNTIME_ABI_VERSION=131073 $(CARGO) build -p task-local-data-capi --target-dir target/abi-2.1
+	TLD_TEST_RUNTIME_ABI_VERSION=196608 $(CARGO) build -p task-local-data-capi --target-dir target/abi-3.0
 
 # Pins a map with the `tld` tool, starts the mixed-language demo workload
 # (tests/mixed/demo_app.py: Python, C++ and Go in one process), shows
@@ -55,7 +55,7 @@ pod-test:
 # result cache does not notice a rebuilt libtld.a.
 go-test: build
 	$(CARGO) build -p tld-cli
-	cd go && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd go && $(GO) vet ./... && $(GO) test -count=1 -ldflags="-X main.libtldStamp=$$(sha256sum ../target/debug/libtld.a | cut -c1-16)" ./...
 
 # The Python binding (python/, pyproject.toml): `pip install .` builds the
 # wheel with maturin (fetched from PyPI by pip's build isolation) into the

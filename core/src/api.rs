@@ -26,10 +26,24 @@ fn check_name(name: &[u8]) -> Result<()> {
 }
 
 fn check_size(name: &[u8], size: usize, shared: &runtime::Shared) -> Result<u16> {
-    if size == 0 || size > abi::max_data_size(shared.page_size()) {
+    let max = abi::max_data_size(shared.page_size());
+    if size == 0 {
         return Err(Error::InvalidSize { name: display_name(name), size });
     }
+    if size > max {
+        // As upstream: a key that can never fit is E2BIG, not EINVAL.
+        return Err(Error::NeverFits { name: display_name(name), size, max });
+    }
     Ok(size as u16)
+}
+
+fn creation_error(name: &[u8], size: usize, e: CreateError, shared: &runtime::Shared) -> Error {
+    match e {
+        CreateError::Exists(_) => Error::Exists { name: display_name(name) },
+        CreateError::TooBig { available } => Error::TooBig { name: display_name(name), size, available },
+        CreateError::NoSpace => Error::NoSpace { name: display_name(name), max: shared.max_slots_count() },
+        CreateError::Reentered => Error::Reentered { what: "a key creation or lookup" },
+    }
 }
 
 fn create(name: &[u8], size: usize, kind: KeyKind) -> Result<KeyInfo> {
@@ -40,11 +54,7 @@ fn create(name: &[u8], size: usize, kind: KeyKind) -> Result<KeyInfo> {
     if kind == KeyKind::Static {
         shared.publish_size();
     }
-    result.map_err(|e| match e {
-        CreateError::Exists(_) => Error::Exists { name: display_name(name) },
-        CreateError::TooBig { available } => Error::TooBig { name: display_name(name), size, available },
-        CreateError::NoSpace => Error::NoSpace { name: display_name(name), max: shared.max_slots_count() },
-    })
+    result.map_err(|e| creation_error(name, size, e, shared))
 }
 
 fn get_or_create(name: &[u8], size: usize, kind: KeyKind) -> Result<KeyInfo> {
@@ -67,7 +77,9 @@ fn get_or_create(name: &[u8], size: usize, kind: KeyKind) -> Result<KeyInfo> {
 fn find(name: &[u8]) -> Result<KeyInfo> {
     check_name(name)?;
     let shared = runtime::runtime()?;
-    keys::find(shared, name).ok_or_else(|| Error::NotFound { name: display_name(name) })
+    keys::find(shared, name)
+        .map_err(|e| creation_error(name, 0, e, shared))?
+        .ok_or_else(|| Error::NotFound { name: display_name(name) })
 }
 
 impl runtime::Shared {
@@ -475,13 +487,7 @@ pub fn keys() -> Result<Vec<(String, RawKey)>> {
     let mut out = Vec::with_capacity(cnt);
     let mut off = 0usize;
     for i in 0..cnt {
-        let size = loop {
-            let s = shared.slot_size(i).load(Ordering::Acquire);
-            if s != 0 {
-                break s;
-            }
-            std::thread::yield_now();
-        };
+        let size = keys::wait_size(shared, i).map_err(|e| creation_error(b"", 0, e, shared))?;
         let field = shared.slot_name(i);
         let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
         let info = KeyInfo { slot: i as u16, offset: off as u16, size };
@@ -503,7 +509,18 @@ pub fn thread_data() -> Result<NonNull<u8>> {
 /// pointer into the block, from any language, is invalid afterwards; the next
 /// access allocates a new block.
 pub fn free_thread_block() {
-    runtime::free_thread_block()
+    // The only failure is a signal handler interrupting this thread's first
+    // access, when there is no block to free yet.
+    let _ = runtime::free_thread_block();
+}
+
+/// Checks every map attached by path against its pin now and follows a
+/// replaced pin (DESIGN §8.4): the new map is attached, every live thread is
+/// registered with it, the old map detached. The pin watcher does the same
+/// within about a second unless `TLD_PIN_WATCH=0`; call this to be sure at a
+/// point of your choosing.
+pub fn refresh() -> Result<()> {
+    maps::refresh()
 }
 
 /// A snapshot of the runtime, for tests and diagnostics.
@@ -515,6 +532,8 @@ pub struct RuntimeStats {
     pub page_size: usize,
     /// Thread blocks allocated and not yet released.
     pub live_blocks: usize,
+    /// Released blocks kept out of use until their map entries are deleted (DESIGN §5.2).
+    pub quarantined_blocks: usize,
     /// Maps attached.
     pub attached_maps: usize,
     /// Bytes of data every block holds (static keys + dynamic reserve).
@@ -530,8 +549,9 @@ pub fn runtime_stats() -> Result<RuntimeStats> {
     Ok(RuntimeStats {
         meta_page: s.meta_page() as usize,
         page_size: s.page_size(),
-        live_blocks: s.live_blocks(),
-        attached_maps: s.attached_maps(),
+        live_blocks: s.pool.live(),
+        quarantined_blocks: s.pool.quarantined(),
+        attached_maps: s.maps.live_count(),
         data_size: budget.capacity(),
         frozen: budget.frozen(),
     })
@@ -551,12 +571,53 @@ pub fn thread_data_with_generation() -> Result<(NonNull<u8>, u64, &'static Atomi
     Ok((unsafe { NonNull::new_unchecked(data) }, generation, shared.generation_counter()))
 }
 
+/// What a binding caches for the calling thread: its data area, how many
+/// bytes of it keys may use, and the runtime generation it is valid for:
+/// the cache is current while `counter.load(Acquire) == generation`.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct ThreadData {
+    pub data: NonNull<u8>,
+    pub size: usize,
+    pub generation: u64,
+    pub counter: &'static AtomicU64,
+}
+
+/// The calling thread's [`ThreadData`]; with `map_fd`, upstream
+/// `tld_get_data` semantics (the map it names is attached when the thread
+/// gets its block).
+#[doc(hidden)]
+pub fn thread_data_cached(map_fd: Option<i32>) -> Result<ThreadData> {
+    let shared = runtime::runtime()?;
+    // Read before the access: a release in between makes the cache look again, never trust a stale one.
+    let generation = shared.generation();
+    if let Some(fd) = map_fd {
+        let allocating = runtime::thread_descriptor(shared)?.is_null();
+        maps::attach_for_get_data(fd, allocating)?;
+    }
+    let data = runtime::thread_data()?;
+    Ok(ThreadData {
+        data: unsafe { NonNull::new_unchecked(data) },
+        size: shared.data_size(),
+        generation,
+        counter: shared.generation_counter(),
+    })
+}
+
 /// Registers the calling thread with the map behind `map_fd`, attaching it
 /// first if needed, and returns its data area (upstream `tld_get_data`).
 #[doc(hidden)]
 pub fn thread_data_for_map_fd(map_fd: i32) -> Result<NonNull<u8>> {
-    crate::maps::attached_fd(map_fd)?;
+    let shared = runtime::runtime()?;
+    let allocating = runtime::thread_descriptor(shared)?.is_null();
+    maps::attach_for_get_data(map_fd, allocating)?;
     thread_data()
+}
+
+/// Kernel ids of the attached maps (for tests and diagnostics).
+#[doc(hidden)]
+pub fn attached_map_ids() -> Result<Vec<u32>> {
+    Ok(runtime::runtime()?.maps.live_ids())
 }
 
 /// A process-wide word of the shared runtime reserved for one companion
@@ -577,4 +638,11 @@ pub enum RuntimeExtension {
 #[doc(hidden)]
 pub fn runtime_extension(which: RuntimeExtension) -> Result<&'static AtomicU64> {
     Ok(&runtime::runtime()?.extensions[which as usize])
+}
+
+/// The rendezvous addresses this process's copies of the core try, in order
+/// (DESIGN §4), for tests of the rendezvous.
+#[doc(hidden)]
+pub fn runtime_candidates() -> Vec<usize> {
+    runtime::rendezvous::candidates(runtime::rendezvous::address_bits()).collect()
 }

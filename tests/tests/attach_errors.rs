@@ -186,7 +186,7 @@ fn errors_name_their_cause(bpf: &TestBpf, pins: &Pins, tmp: &Path) {
     let (e, p) = map_error(tld::attach_path(&pins.wrong_value), what, MapSource::Path(pins.wrong_value.clone()));
     assert_eq!(p, MapProblem::WrongLayout { key_size: 4, value_size: 8 }, "{what}");
     assert_eq!(e.errno(), libc::EINVAL, "{what}");
-    assert_message(&e, what, &[pins.wrong_value.to_str().unwrap(), "value size 8", "tld needs 4 and 24"]);
+    assert_message(&e, what, &[pins.wrong_value.to_str().unwrap(), "value size 8", "tld needs key 4 and value 24 or 16"]);
     good.check(what);
     problems.push(p);
 

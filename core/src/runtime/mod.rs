@@ -1,0 +1,358 @@
+//! The one runtime per process (DESIGN §4) and the life cycle of thread
+//! blocks (DESIGN §5), one file per concern:
+//!
+//! - [`rendezvous`]: finding or creating the runtime every copy of the core shares;
+//! - [`pool`]: thread blocks and their descriptors, quarantine;
+//! - [`register`]: the table of attached maps, registering and deregistering blocks;
+//! - [`fork`]: the atfork handlers and the gate that keeps key creations out of a fork;
+//! - [`watch`]: following replaced pins.
+//!
+//! Everything the copies share lives in [`Shared`], at the rendezvous address;
+//! its layout is versioned by [`RUNTIME_ABI_VERSION`].
+
+pub(crate) mod fork;
+pub(crate) mod pool;
+pub(crate) mod register;
+pub(crate) mod rendezvous;
+pub(crate) mod watch;
+
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::ptr::null_mut;
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use crate::abi::{self, NAME_LEN};
+use crate::error::{Error, Result};
+use crate::keys::{Budget, MetaSlots};
+use crate::sync::AtomicU16;
+
+pub use rendezvous::RUNTIME_ABI_VERSION;
+
+/// The state every copy of the core shares. Lives at the rendezvous address.
+/// Fields before `extensions` never move within a major version; minor
+/// versions append.
+#[repr(C)]
+pub struct Shared {
+    pub(crate) magic: u64,
+    pub(crate) abi_version: u32,
+    pub(crate) page_size: u32,
+    /// The metadata page (P bytes, P-aligned).
+    pub(crate) meta: *mut u8,
+    /// pthread key whose per-thread value is the thread's block descriptor.
+    pub(crate) thread_key: libc::pthread_key_t,
+    /// The pid whose threads the blocks belong to; the fork child handler compares it.
+    pub(crate) pid: AtomicI32,
+    pub(crate) lock: RuntimeLock,
+    pub(crate) budget: Budget,
+    /// Bumped whenever a thread's data pointer or registrations may change
+    /// (DESIGN §4): every binding's cached pointer is valid while it is unchanged.
+    pub(crate) generation: AtomicU64,
+    pub(crate) claims: fork::Claims,
+    pub(crate) maps: register::MapTable,
+    pub(crate) pool: pool::Pool,
+    pub(crate) watcher: watch::WatcherState,
+    /// Process-wide words for companions of the core (see `RuntimeExtension`).
+    pub(crate) extensions: [AtomicU64; 8],
+}
+
+// SAFETY: every field other threads or copies write is atomic; the rest is
+// written once, before the runtime is published.
+unsafe impl Sync for Shared {}
+
+/// The lock of the cold paths (the block pool, the map table). Owned by a
+/// `pthread_self()`; taking it again on the same thread is a signal handler
+/// re-entering the runtime, which fails with `EDEADLK` rather than corrupting
+/// what the interrupted call was changing. Only the fork handlers, one per
+/// copy of the core, nest.
+#[repr(C)]
+pub(crate) struct RuntimeLock {
+    owner: AtomicUsize,
+    depth: AtomicU32,
+    _pad: u32,
+}
+
+impl RuntimeLock {
+    pub(crate) const fn new() -> Self {
+        RuntimeLock { owner: AtomicUsize::new(0), depth: AtomicU32::new(0), _pad: 0 }
+    }
+
+    fn me() -> usize {
+        unsafe { libc::pthread_self() as usize }
+    }
+
+    /// Takes the lock; `EDEADLK` when this thread holds it already.
+    pub(crate) fn lock(&self) -> Result<LockGuard<'_>> {
+        let me = Self::me();
+        if self.owner.load(Ordering::Relaxed) == me {
+            return Err(Error::Reentered { what: "the runtime lock" });
+        }
+        self.acquire(me);
+        Ok(LockGuard(self))
+    }
+
+    fn acquire(&self, me: usize) {
+        while self.owner.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            std::thread::yield_now();
+        }
+        self.depth.store(1, Ordering::Relaxed);
+        crate::sync::tsan::acquire(self);
+    }
+
+    /// Takes the lock, nesting on the same thread: for the fork handlers of
+    /// several copies, which run one after another on the forking thread.
+    pub(crate) fn lock_nested(&self) {
+        let me = Self::me();
+        if self.owner.load(Ordering::Relaxed) == me {
+            self.depth.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.acquire(me);
+        }
+    }
+
+    pub(crate) fn unlock(&self) {
+        if self.depth.fetch_sub(1, Ordering::Relaxed) == 1 {
+            crate::sync::tsan::release(self);
+            self.owner.store(0, Ordering::Release);
+        }
+    }
+}
+
+/// Releases the runtime lock when dropped.
+pub(crate) struct LockGuard<'a>(&'a RuntimeLock);
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        self.0.unlock();
+    }
+}
+
+impl MetaSlots for Shared {
+    fn cnt(&self) -> &AtomicU16 {
+        unsafe { &*(self.meta as *const AtomicU16) }
+    }
+    fn slot_size(&self, i: usize) -> &AtomicU16 {
+        unsafe { &*(self.meta.add(abi::slot_offset(i) + NAME_LEN) as *const AtomicU16) }
+    }
+    fn slot_name(&self, i: usize) -> [u8; NAME_LEN] {
+        // Byte-wise relaxed loads: callers read only after an acquire load of
+        // a non-zero size, and a published name never changes. Atomics, not a
+        // memcpy, because other threads and processes share this memory (and
+        // a sanitizer intercepting memcpy would not see the size's ordering).
+        let field = self.name_bytes(i);
+        std::array::from_fn(|j| field[j].load(Ordering::Relaxed))
+    }
+    fn write_slot_name(&self, i: usize, name: &[u8]) {
+        let field = self.name_bytes(i);
+        for (j, byte) in field.iter().enumerate() {
+            byte.store(name.get(j).copied().unwrap_or(0), Ordering::Relaxed);
+        }
+    }
+    fn max_slots(&self) -> usize {
+        abi::max_slots(self.page_size as usize)
+    }
+    fn begin_creation(&self) -> std::result::Result<crate::keys::Creation<'_>, crate::keys::CreateError> {
+        self.claims.begin(self)
+    }
+    fn claimed_by_this_thread(&self, slot: usize) -> bool {
+        self.claims.held_by_this_thread(slot)
+    }
+    fn may_claim(&self, slot: usize) -> bool {
+        // Upstream's 16-byte readers see the count's low byte only (DESIGN §2.1).
+        slot < 255 || self.maps.page16_live() == 0
+    }
+}
+
+/// This copy's pointer to the shared runtime.
+static RUNTIME: AtomicPtr<Shared> = AtomicPtr::new(null_mut());
+
+/// This copy's view of the calling thread: its data area and the generation it was checked at.
+#[derive(Clone, Copy)]
+pub(crate) struct ThreadCache {
+    pub(crate) data: *mut u8,
+    pub(crate) generation: u64,
+}
+
+thread_local! {
+    // No destructor: usable from any destructor or signal handler of the thread.
+    pub(crate) static CACHE: Cell<ThreadCache> =
+        const { Cell::new(ThreadCache { data: null_mut(), generation: u64::MAX }) };
+}
+
+impl Shared {
+    fn name_bytes(&self, i: usize) -> &[AtomicU8; NAME_LEN] {
+        unsafe { &*(self.meta.add(abi::slot_offset(i)) as *const [AtomicU8; NAME_LEN]) }
+    }
+
+    pub fn page_size(&self) -> usize {
+        self.page_size as usize
+    }
+
+    pub fn meta_page(&self) -> *mut u8 {
+        self.meta
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn generation_counter(&self) -> &AtomicU64 {
+        &self.generation
+    }
+
+    /// Makes every cached data pointer, in every copy and binding, look again.
+    pub(crate) fn bump_generation(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn meta_size_field(&self) -> &AtomicU16 {
+        unsafe { &*(self.meta.add(2) as *const AtomicU16) }
+    }
+
+    /// Mirrors the budget's capacity into the metadata page's `size` field.
+    /// Store, then check the budget did not move meanwhile: a racing publisher
+    /// with an older capacity can never be the last writer.
+    pub(crate) fn publish_size(&self) {
+        loop {
+            let cap = self.budget.load().capacity() as u16;
+            self.meta_size_field().store(cap, Ordering::Release);
+            if self.budget.load().capacity() as u16 == cap {
+                return;
+            }
+        }
+    }
+
+    /// Bytes of data every block holds now (static keys + reserve).
+    pub(crate) fn data_size(&self) -> usize {
+        self.budget.load().capacity()
+    }
+}
+
+/// The shared runtime, created or joined on first use.
+#[inline]
+pub(crate) fn runtime() -> Result<&'static Shared> {
+    let p = RUNTIME.load(Ordering::Acquire);
+    if !p.is_null() {
+        return Ok(unsafe { &*p });
+    }
+    init_runtime()
+}
+
+/// The runtime if this copy has one already (fork handlers, destructors).
+pub(crate) fn runtime_if_started() -> Option<&'static Shared> {
+    let p = RUNTIME.load(Ordering::Acquire);
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// Creates or joins the runtime. No lock: two threads of one copy may race
+/// here, and the rendezvous makes them agree on one address (a loser of the
+/// claim joins the winner). A lock would be left held in a fork child if a
+/// thread forked while another was inside (DESIGN §5.3).
+#[cold]
+fn init_runtime() -> Result<&'static Shared> {
+    let shared = rendezvous::find_or_create()?;
+    fork::register_handlers_once();
+    let p = shared as *const Shared as *mut Shared;
+    match RUNTIME.compare_exchange(null_mut(), p, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Ok(shared),
+        // Another thread of this copy got there first: always the same runtime.
+        Err(existing) => Ok(unsafe { &*existing }),
+    }
+}
+
+/// The value of the runtime's pthread key on a thread inside a slow path that
+/// has not got its descriptor yet: a nested slow path (a signal handler)
+/// sees it and refuses instead of allocating a second block.
+pub(crate) const BUSY: *mut c_void = 1 as *mut c_void;
+
+/// The calling thread's descriptor, or null.
+pub(crate) fn thread_descriptor(shared: &Shared) -> Result<*mut pool::Descriptor> {
+    let v = unsafe { libc::pthread_getspecific(shared.thread_key) };
+    if v == BUSY {
+        return Err(Error::Reentered { what: "this thread's first data access" });
+    }
+    Ok(v.cast())
+}
+
+/// The calling thread's data area, allocating and registering its block on
+/// first use; registers with maps attached since. Registration failures are
+/// returned after every map was tried; the block stays, and the next slow
+/// path retries what failed.
+#[cold]
+pub(crate) fn thread_data_slow(shared: &'static Shared) -> Result<*mut u8> {
+    let generation = shared.generation();
+    let desc = ensure_descriptor(shared)?;
+    let d = unsafe { &*desc };
+    register::register_pending(shared, d)?;
+    let data = d.data();
+    CACHE.with(|c| c.set(ThreadCache { data, generation }));
+    Ok(data)
+}
+
+/// The calling thread's descriptor, allocating its block if it has none.
+pub(crate) fn ensure_descriptor(shared: &'static Shared) -> Result<*mut pool::Descriptor> {
+    let desc = thread_descriptor(shared)?;
+    if !desc.is_null() {
+        return Ok(desc);
+    }
+    unsafe { libc::pthread_setspecific(shared.thread_key, BUSY) };
+    match pool::allocate(shared) {
+        Ok(d) => {
+            unsafe { libc::pthread_setspecific(shared.thread_key, d as *const c_void) };
+            Ok(d)
+        }
+        Err(e) => {
+            unsafe { libc::pthread_setspecific(shared.thread_key, std::ptr::null()) };
+            Err(e)
+        }
+    }
+}
+
+/// The calling thread's data area: a few loads once the thread is set up.
+#[inline]
+pub(crate) fn thread_data() -> Result<*mut u8> {
+    let p = RUNTIME.load(Ordering::Acquire);
+    if !p.is_null() {
+        let shared = unsafe { &*p };
+        let cache = CACHE.with(|c| c.get());
+        if cache.generation == shared.generation.load(Ordering::Acquire) {
+            return Ok(cache.data);
+        }
+        return thread_data_slow(shared);
+    }
+    thread_data_slow(runtime()?)
+}
+
+/// pthread key destructor: runs at thread exit, after C++ and Rust
+/// thread-local destructors, so none of them can write into a freed block.
+pub(crate) extern "C" fn thread_exit(desc: *mut c_void) {
+    let Some(shared) = runtime_if_started() else { return };
+    if desc.is_null() || desc == BUSY {
+        return;
+    }
+    pool::release(shared, unsafe { &*(desc as *const pool::Descriptor) });
+}
+
+/// Releases the calling thread's block now (upstream `tld_free()`). Pointers
+/// into it, from any copy of the core, must not be used afterwards.
+pub(crate) fn free_thread_block() -> Result<()> {
+    let shared = runtime()?;
+    let desc = thread_descriptor(shared)?;
+    if desc.is_null() {
+        return Ok(());
+    }
+    unsafe { libc::pthread_setspecific(shared.thread_key, std::ptr::null()) };
+    CACHE.with(|c| c.set(ThreadCache { data: null_mut(), generation: u64::MAX }));
+    pool::release(shared, unsafe { &*desc });
+    Ok(())
+}
+
+/// The copy whose code a process-wide callback (the pthread key destructor,
+/// the watcher thread) runs must stay loaded for the life of the process.
+pub(crate) fn pin_this_copy() {
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    let here = thread_exit as *const c_void;
+    if unsafe { libc::dladdr(here, &mut info) } != 0 && !info.dli_fname.is_null() {
+        unsafe { libc::dlopen(info.dli_fname, libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE) };
+    }
+}
+
