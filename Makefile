@@ -11,7 +11,7 @@ export CGO_ENABLED = 1
 PYTHON ?= python3
 VENV := target/venv
 
-.PHONY: demo test setup build loom bench c-bench go-test go-bench python-venv python-test python-bench cpp-test cpp-bench mixed-build mixed-test
+.PHONY: demo test setup build loom pod-test bench c-bench go-test go-bench python-venv python-test python-bench cpp-test cpp-bench mixed-build mixed-test
 
 setup:
 	@scripts/setup.sh
@@ -36,11 +36,19 @@ demo: build python-venv mixed-build
 test: build
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc --exclude task-local-data-capi --exclude tld-cxx --exclude tld-python
+	$(MAKE) pod-test
 	$(MAKE) go-test
 	$(MAKE) python-test
 	$(MAKE) cpp-test
 	$(MAKE) mixed-test
 	$(MAKE) loom
+
+# The core's optional `bytemuck` feature (a derived bytemuck::Pod struct is a
+# Key<T>; padding refused at compile time), read back through `tld dump`.
+pod-test:
+	$(CARGO) build -p tld-cli
+	$(CARGO) test -p task-local-data --features bytemuck --test bytemuck_pod
+	$(CARGO) test -p task-local-data --features bytemuck --doc Pod
 
 # The Go package (go/) links target/debug/libtld.a; its kernel tests read the
 # values back with the tld tool (target/debug/tld). -count=1 because go test's
