@@ -16,7 +16,7 @@ VENV := target/venv
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 SOVERSION := $(firstword $(subst ., ,$(VERSION)))
 
-.PHONY: install uninstall wheel install-test demo test setup build loom bench go-test go-bench python-venv python-test python-bench cpp-test cpp-bench mixed-build mixed-test
+.PHONY: install uninstall wheel install-test demo test setup build loom pod-test bench c-bench go-test go-bench python-venv python-test python-bench cpp-test cpp-bench mixed-build mixed-test
 
 setup:
 	@scripts/setup.sh
@@ -42,12 +42,20 @@ demo: build python-venv mixed-build
 test: build
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc --exclude task-local-data-capi --exclude tld-cxx --exclude tld-python
+	$(MAKE) pod-test
 	$(MAKE) go-test
 	$(MAKE) python-test
 	$(MAKE) cpp-test
 	$(MAKE) mixed-test
 	$(MAKE) install-test
 	$(MAKE) loom
+
+# The core's optional `bytemuck` feature (a derived bytemuck::Pod struct is a
+# Key<T>; padding refused at compile time), read back through `tld dump`.
+pod-test:
+	$(CARGO) build -p tld-cli
+	$(CARGO) test -p task-local-data --features bytemuck --test bytemuck_pod
+	$(CARGO) test -p task-local-data --features bytemuck --doc Pod
 
 # The Go package (go/) links target/debug/libtld.a (build tag tld_intree;
 # outside this checkout it finds the installed library with pkg-config); its
@@ -135,9 +143,22 @@ loom:
 bench: build
 	$(CARGO) bench -p tld-tests --bench tld
 	$(CARGO) bench -p tld-tests --bench create_key
+	$(MAKE) c-bench
 	$(MAKE) go-bench
 	$(MAKE) python-bench
 	$(MAKE) cpp-bench
+
+# C: tld.h's inline tld_get_data() + store against a plain __thread store,
+# -O2, the release libtld.a, on a map pinned for the run.
+C_BENCH_PIN := /sys/fs/bpf/tld-c-bench-$(shell echo $$PPID)
+c-bench:
+	$(CARGO) build -p task-local-data-capi -p tld-cli --release
+	mkdir -p target/c-bench
+	$(CC) -O2 -std=c11 -Wall -Wextra -Werror -pthread -Icapi/include tests/c/bench_hot_path.c \
+		tests/c/bench_hot_path_call.c target/release/libtld.a -ldl -lm -lpthread -o target/c-bench/bench_hot_path
+	target/release/tld pin --path $(C_BENCH_PIN)/tld_data_map >/dev/null
+	TLD_TEST_MAP=$(C_BENCH_PIN)/tld_data_map target/c-bench/bench_hot_path; \
+		status=$$?; target/release/tld unpin --path $(C_BENCH_PIN)/tld_data_map >/dev/null; rmdir $(C_BENCH_PIN); exit $$status
 
 # Go benchmarks link the optimized library (build tags tld_intree,tld_release).
 go-bench:

@@ -187,16 +187,71 @@ impl RawKey {
 /// Plain old data: any bit pattern is a valid value and there are no
 /// pointers, so BPF, other languages and other threads may write it.
 ///
+/// Implemented for the integers, `f32`, `f64` and arrays of them. For a
+/// struct of your own, enable the crate's `bytemuck` feature (off by
+/// default) and derive [`bytemuck::Pod`](https://docs.rs/bytemuck): every
+/// `bytemuck::Pod` type is a `Pod` here, and bytemuck's derive refuses at
+/// compile time a struct with padding (whose bytes BPF would read
+/// uninitialized), pointers, or a layout other than `#[repr(C)]` or
+/// `#[repr(transparent)]`. No `unsafe` in your code:
+///
+/// ```
+/// # #[cfg(feature = "bytemuck")] {
+/// // Cargo.toml: task-local-data = { version = "..", features = ["bytemuck"] }
+/// //             bytemuck = { version = "1", features = ["derive"] }
+/// #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+/// #[repr(C)]
+/// struct Hints {
+///     request_id: u64,
+///     priority: i32,
+///     in_critical_section: u32, // not a bool: any bit pattern must be valid
+/// }
+///
+/// let hints = tld::Key::<Hints>::create("hints")?;
+/// hints.set(Hints { request_id: 42, priority: 3, in_critical_section: 1 })?;
+/// assert_eq!(hints.get()?.request_id, 42);
+/// # }
+/// # Ok::<(), tld::Error>(())
+/// ```
+///
+/// Padding is a compile error (here 4 bytes after `priority`):
+///
+/// ```compile_fail
+/// #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+/// #[repr(C)]
+/// struct Padded {
+///     priority: i32,
+///     request_id: u64,
+/// }
+/// ```
+///
+/// Values are 8-byte aligned in every thread block: a type aligned to more
+/// is refused when its key is made ([`Error::Alignment`]).
+///
 /// # Safety
-/// Implement only for `Copy` types without padding-sensitive invariants,
-/// references or pointers, with alignment at most 8.
+/// Without the feature, implement it by hand only for `Copy` types that have
+/// no padding, no references or pointers, no invalid bit patterns (no
+/// `bool`, `char` or enums), with alignment at most 8. With the feature,
+/// implement `bytemuck::Pod` instead: a manual `Pod` impl conflicts with
+/// nothing only for types that are not `bytemuck::Pod`.
 pub unsafe trait Pod: Copy + 'static {}
 
+// Without bytemuck: the primitives and arrays, listed here. With it: the
+// one blanket impl below covers them (bytemuck implements its Pod for every
+// primitive and array), and two impls would overlap.
+#[cfg(not(feature = "bytemuck"))]
 macro_rules! pod {
     ($($t:ty),*) => { $(unsafe impl Pod for $t {})* };
 }
+#[cfg(not(feature = "bytemuck"))]
 pod!(u8, u16, u32, u64, i8, i16, i32, i64, usize, isize, f32, f64);
+#[cfg(not(feature = "bytemuck"))]
 unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
+
+// SAFETY: bytemuck::Pod promises what Pod needs (any bit pattern valid, no
+// padding, no pointers, Copy + 'static); alignment is checked at key creation.
+#[cfg(feature = "bytemuck")]
+unsafe impl<T: bytemuck::Pod> Pod for T {}
 
 /// A key holding a `T`, shared by name with BPF and every other language.
 #[derive(Debug, PartialEq, Eq)]
