@@ -79,7 +79,7 @@ python-test: build python-venv
 	$(CARGO) build -p tld-cli
 	$(VENV)/bin/python -m pytest python/tests
 	cd target && $(CURDIR)/$(VENV)/bin/python -m mypy.stubtest tld  # mypy leaves .mypy_cache in the cwd
-	$(VENV)/bin/python python/bench/bench_tld.py --number 20000 --repeat 3
+	$(VENV)/bin/python python/bench/bench_tld.py --number 20000 --repeat 3 --libtld target/debug/libtld.so  # built above; a release one may be stale
 
 # The distributable Python artifacts into target/wheels: the cp310-abi3 and
 # cp39 manylinux wheels (checked with auditwheel) and the sdist.

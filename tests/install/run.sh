@@ -254,6 +254,11 @@ CARGO_TARGET_DIR=$repo/target/install-test-rust cargo build --quiet --manifest-p
 run_and_check rust install.rust 404 "$repo/target/install-test-rust/debug/tld-install-test"
 
 step "cargo package: task-local-data, task-local-data-capi"
+# cargo verifies the C ABI crate against the core it just packaged, through a
+# temporary registry whose crates it unpacks under CARGO_HOME by name and
+# version, and it reuses an unpacked copy from an earlier run of the same
+# version, however old its source: drop ours (cargo unpacks them again).
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/task-local-data-"$version"
 if cargo package --quiet -p task-local-data -p task-local-data-capi --allow-dirty >"$work/package.log" 2>&1; then
     pass "cargo package (task-local-data, task-local-data-capi)"
 else
