@@ -189,16 +189,15 @@ static inline int tld_key_err_or_zero(tld_key_t key)
 
 /**
  * struct tld__thread_cache - Internal: the calling thread's data pointer,
- * cached by the inline tld_get_data()/tld_data() of one translation unit
- * and filled by the library. Valid while *counter == generation (the
- * runtime's generation, DESIGN §4); limit bounds the key offsets it serves.
+ * cached by the inline tld_get_data()/tld_data() of one translation unit,
+ * filled by the library and registered with the runtime, which sets limit
+ * to 0 when the pointer stops being the one to use (the thread's block
+ * released, a map attached that the thread must register with; DESIGN §4).
+ * limit is the data size: it bounds the key offsets the cache serves.
  */
 struct tld__thread_cache {
 	unsigned char *data;
-	uint64_t generation;
-	const uint64_t *counter;
-	uint32_t limit;
-	uint32_t reserved;
+	uint64_t limit;
 };
 
 /** Internal: the slow paths of tld_get_data() and tld_data(); they fill @cache. */
@@ -212,12 +211,12 @@ void *tld_data(tld_key_t key);
 /* One cache per translation unit and thread; no destructor. */
 static __thread struct tld__thread_cache tld__tu_cache __attribute__((unused));
 
-/* Whether the cache serves @key: one unsigned compare covers a negative key
- * and one past the data size; then the runtime's generation. */
+/* Whether the cache serves @key: one unsigned compare covers an empty
+ * cache (limit 0), a negative key and one past the data size. limit is read
+ * atomically: the runtime may clear it from another thread. */
 static inline bool tld__cache_serves(const struct tld__thread_cache *c, tld_key_t key)
 {
-	return __builtin_expect((uint16_t)key.off < c->limit, 1) &&
-	       __builtin_expect(c->generation == __atomic_load_n(c->counter, __ATOMIC_ACQUIRE), 1);
+	return __builtin_expect((uint16_t)key.off < __atomic_load_n(&c->limit, __ATOMIC_RELAXED), 1);
 }
 
 /**

@@ -15,7 +15,6 @@
 #![allow(clippy::missing_safety_doc)]
 
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::atomic::AtomicU64;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -170,15 +169,9 @@ pub unsafe extern "C" fn tld_find_key_info(name: *const c_char, info: *mut tld_k
 }
 
 /// `struct tld__thread_cache` of tld.h: one translation unit's cache of the
-/// calling thread's data pointer, filled by the slow paths below.
-#[repr(C)]
-pub struct tld__thread_cache {
-    pub data: *mut u8,
-    pub generation: u64,
-    pub counter: *const AtomicU64,
-    pub limit: u32,
-    pub reserved: u32,
-}
+/// calling thread's data pointer, filled by the slow paths below and
+/// registered with the runtime, which clears it.
+pub type tld__thread_cache = tld_core::DataCache;
 
 /// NULL with `errno` set, like a libc call: cgo hands it to Go as the error.
 fn null_with_errno(errno: c_int) -> *mut c_void {
@@ -196,21 +189,22 @@ unsafe fn data_slow(map_fd: Option<c_int>, key: tld_key_t, cache: *mut tld__thre
     if key.off < 0 {
         return invalid_key(key);
     }
-    match tld_core::thread_data_cached(map_fd) {
+    // Without a cache of the caller's: this copy's own, per thread.
+    thread_local! {
+        static OWN: tld__thread_cache = const { tld_core::DataCache::new() };
+    }
+    let result = match unsafe { cache.as_ref() } {
+        Some(c) => unsafe { tld_core::fill_thread_cache(c, map_fd) },
+        None => OWN.with(|c| match (c.get(), map_fd) {
+            // The exported functions keep upstream's rule: the map only matters for a new block.
+            (Some(data), _) => Ok((unsafe { std::ptr::NonNull::new_unchecked(data) }, c.limit.load(std::sync::atomic::Ordering::Relaxed) as usize)),
+            _ => unsafe { tld_core::fill_thread_cache(c, map_fd) },
+        }),
+    };
+    match result {
         // A key beyond the frozen data size was never handed out by this runtime.
-        Ok(t) if key.off as usize >= t.size => invalid_key(key),
-        Ok(t) => {
-            if let Some(c) = unsafe { cache.as_mut() } {
-                *c = tld__thread_cache {
-                    data: t.data.as_ptr(),
-                    generation: t.generation,
-                    counter: t.counter,
-                    limit: t.size as u32,
-                    reserved: 0,
-                };
-            }
-            unsafe { t.data.as_ptr().add(key.off as usize) }.cast()
-        }
+        Ok((_, size)) if key.off as usize >= size => invalid_key(key),
+        Ok((data, _)) => unsafe { data.as_ptr().add(key.off as usize) }.cast(),
         Err(e) => null_with_errno(-remember(&e)),
     }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+
 use crate::abi::{self, NameProblem};
 use crate::error::{Error, Result};
 use crate::keys::{self, CreateError, KeyInfo, KeyKind, ReserveError};
@@ -557,51 +558,28 @@ pub fn runtime_stats() -> Result<RuntimeStats> {
     })
 }
 
-/// The calling thread's data area and the runtime generation it is valid
-/// for, plus the process-wide generation counter, for bindings that cache the
-/// pointer in their own thread-local storage (C++): the cached pointer is
-/// valid on this thread while `counter.load(Acquire) == generation`. The
-/// counter changes when a map is attached or any block is released.
-#[doc(hidden)]
-pub fn thread_data_with_generation() -> Result<(NonNull<u8>, u64, &'static AtomicU64)> {
-    let shared = runtime::runtime()?;
-    // Read before the access: a release in between makes the cache look again, never trust a stale one.
-    let generation = shared.generation();
-    let data = runtime::thread_data()?;
-    Ok((unsafe { NonNull::new_unchecked(data) }, generation, shared.generation_counter()))
-}
+pub use crate::runtime::DataCache;
 
-/// What a binding caches for the calling thread: its data area, how many
-/// bytes of it keys may use, and the runtime generation it is valid for:
-/// the cache is current while `counter.load(Acquire) == generation`.
+/// Fills a binding's [`DataCache`] with the calling thread's data area
+/// (allocating and registering its block on first use) and registers the
+/// cache with the runtime, which clears it when the pointer stops being the
+/// one to use (DESIGN §4). With `map_fd`, upstream `tld_get_data` semantics:
+/// the map it names is attached when the thread gets its block. Returns the
+/// data area, and how many of its bytes keys may use.
+///
+/// # Safety
+/// `cache` lives in thread-local storage of the calling thread, outlives
+/// every use by the runtime (thread-locals without destructors do), and is
+/// only ever used by that thread's hot path.
 #[doc(hidden)]
-#[derive(Clone, Copy, Debug)]
-pub struct ThreadData {
-    pub data: NonNull<u8>,
-    pub size: usize,
-    pub generation: u64,
-    pub counter: &'static AtomicU64,
-}
-
-/// The calling thread's [`ThreadData`]; with `map_fd`, upstream
-/// `tld_get_data` semantics (the map it names is attached when the thread
-/// gets its block).
-#[doc(hidden)]
-pub fn thread_data_cached(map_fd: Option<i32>) -> Result<ThreadData> {
+pub unsafe fn fill_thread_cache(cache: *const DataCache, map_fd: Option<i32>) -> Result<(NonNull<u8>, usize)> {
     let shared = runtime::runtime()?;
-    // Read before the access: a release in between makes the cache look again, never trust a stale one.
-    let generation = shared.generation();
     if let Some(fd) = map_fd {
         let allocating = runtime::thread_descriptor(shared)?.is_null();
         maps::attach_for_get_data(fd, allocating)?;
     }
-    let data = runtime::thread_data()?;
-    Ok(ThreadData {
-        data: unsafe { NonNull::new_unchecked(data) },
-        size: shared.data_size(),
-        generation,
-        counter: shared.generation_counter(),
-    })
+    let data = runtime::fill_cache(shared, unsafe { &*cache })?;
+    Ok((unsafe { NonNull::new_unchecked(data) }, shared.data_size()))
 }
 
 /// Registers the calling thread with the map behind `map_fd`, attaching it
