@@ -6,6 +6,7 @@ use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+
 use crate::abi::{self, NameProblem};
 use crate::error::{Error, Result};
 use crate::keys::{self, CreateError, KeyInfo, KeyKind, ReserveError};
@@ -350,14 +351,12 @@ impl<T: Pod> Key<T> {
 /// not run its constructor.
 pub struct StaticKey<T: Pod> {
     name: &'static str,
-    /// 0 unresolved; `1 << 63 | slot << 32 | offset << 16 | size` resolved;
-    /// `1 << 62 | errno` failed.
+    /// 0 unresolved; `1 << 63 | slot << 32 | offset << 16 | size` resolved.
     state: AtomicU64,
     _type: PhantomData<fn() -> T>,
 }
 
 const RESOLVED: u64 = 1 << 63;
-const FAILED: u64 = 1 << 62;
 
 impl<T: Pod> StaticKey<T> {
     #[doc(hidden)]
@@ -376,7 +375,17 @@ impl<T: Pod> StaticKey<T> {
         self.name
     }
 
-    /// The typed key (get-or-create; an error is remembered and returned again).
+    /// The typed key: get-or-create of a static key of `size_of::<T>()`
+    /// bytes, done once; afterwards a load.
+    ///
+    /// On failure it returns the error (naming the key and the cause, as
+    /// [`RawKey::get_or_create_static`]: another size under that name is
+    /// [`Error::SizeMismatch`], no room left [`Error::TooBig`] or
+    /// [`Error::NoSpace`], an incompatible runtime in the process
+    /// [`Error::IncompatibleRuntime`]) and remembers nothing: the next call
+    /// tries again. The constructor [`static_key!`] emits makes the first
+    /// attempt before `main` and ignores its error, which the first use then
+    /// reports.
     pub fn key(&self) -> Result<Key<T>> {
         let s = self.state.load(Ordering::Acquire);
         if s & RESOLVED != 0 {
@@ -385,14 +394,10 @@ impl<T: Pod> StaticKey<T> {
         }
         let result =
             Key::typed(self.name.as_bytes(), RawKey::get_or_create_static(self.name, std::mem::size_of::<T>()));
-        match &result {
-            Ok(k) => {
-                let i = k.raw.info;
-                let packed = RESOLVED | (i.slot as u64) << 32 | (i.offset as u64) << 16 | i.size as u64;
-                self.state.store(packed, Ordering::Release);
-            }
-            Err(e) if s & FAILED == 0 => self.state.store(FAILED | e.errno() as u64, Ordering::Release),
-            Err(_) => {}
+        if let Ok(k) = &result {
+            let i = k.raw.info;
+            let packed = RESOLVED | (i.slot as u64) << 32 | (i.offset as u64) << 16 | i.size as u64;
+            self.state.store(packed, Ordering::Release);
         }
         result
     }
@@ -557,51 +562,28 @@ pub fn runtime_stats() -> Result<RuntimeStats> {
     })
 }
 
-/// The calling thread's data area and the runtime generation it is valid
-/// for, plus the process-wide generation counter, for bindings that cache the
-/// pointer in their own thread-local storage (C++): the cached pointer is
-/// valid on this thread while `counter.load(Acquire) == generation`. The
-/// counter changes when a map is attached or any block is released.
-#[doc(hidden)]
-pub fn thread_data_with_generation() -> Result<(NonNull<u8>, u64, &'static AtomicU64)> {
-    let shared = runtime::runtime()?;
-    // Read before the access: a release in between makes the cache look again, never trust a stale one.
-    let generation = shared.generation();
-    let data = runtime::thread_data()?;
-    Ok((unsafe { NonNull::new_unchecked(data) }, generation, shared.generation_counter()))
-}
+pub use crate::runtime::DataCache;
 
-/// What a binding caches for the calling thread: its data area, how many
-/// bytes of it keys may use, and the runtime generation it is valid for:
-/// the cache is current while `counter.load(Acquire) == generation`.
+/// Fills a binding's [`DataCache`] with the calling thread's data area
+/// (allocating and registering its block on first use) and registers the
+/// cache with the runtime, which clears it when the pointer stops being the
+/// one to use (DESIGN §4). With `map_fd`, upstream `tld_get_data` semantics:
+/// the map it names is attached when the thread gets its block. Returns the
+/// data area, and how many of its bytes keys may use.
+///
+/// # Safety
+/// `cache` lives in thread-local storage of the calling thread, outlives
+/// every use by the runtime (thread-locals without destructors do), and is
+/// only ever used by that thread's hot path.
 #[doc(hidden)]
-#[derive(Clone, Copy, Debug)]
-pub struct ThreadData {
-    pub data: NonNull<u8>,
-    pub size: usize,
-    pub generation: u64,
-    pub counter: &'static AtomicU64,
-}
-
-/// The calling thread's [`ThreadData`]; with `map_fd`, upstream
-/// `tld_get_data` semantics (the map it names is attached when the thread
-/// gets its block).
-#[doc(hidden)]
-pub fn thread_data_cached(map_fd: Option<i32>) -> Result<ThreadData> {
+pub unsafe fn fill_thread_cache(cache: *const DataCache, map_fd: Option<i32>) -> Result<(NonNull<u8>, usize)> {
     let shared = runtime::runtime()?;
-    // Read before the access: a release in between makes the cache look again, never trust a stale one.
-    let generation = shared.generation();
     if let Some(fd) = map_fd {
         let allocating = runtime::thread_descriptor(shared)?.is_null();
         maps::attach_for_get_data(fd, allocating)?;
     }
-    let data = runtime::thread_data()?;
-    Ok(ThreadData {
-        data: unsafe { NonNull::new_unchecked(data) },
-        size: shared.data_size(),
-        generation,
-        counter: shared.generation_counter(),
-    })
+    let data = runtime::fill_cache(shared, unsafe { &*cache })?;
+    Ok((unsafe { NonNull::new_unchecked(data) }, shared.data_size()))
 }
 
 /// Registers the calling thread with the map behind `map_fd`, attaching it

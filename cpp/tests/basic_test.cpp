@@ -242,15 +242,15 @@ TEST(Basic, MapAttachedLaterSeesACachedThread) {
 
 }  // namespace
 
-// A fork child inherits the parent's cached pointer and generation: the
-// fork handler moves the counter, so the child's first get() takes the slow
-// path (re-registering the child's task) and BPF sees the child's own value.
+// A fork child inherits the parent's cached pointer: the fork handler
+// re-registered the child's task with the same block, so the cached pointer
+// keeps working and BPF sees the child's own value.
 TEST(Basic, ForkChildRefreshesItsCache) {
     TLD_REQUIRE_KERNEL();
     support::PinnedMap map;
     tld::attach(map.path());
     auto k = tld::Key<std::uint64_t>::get_or_create("cxx_fork");
-    k.set(5);  // the parent's pointer and generation are cached now
+    k.set(5);  // the parent's pointer is cached now
     pid_t child = ::fork();
     ASSERT_GE(child, 0) << std::strerror(errno);
     if (child == 0) {

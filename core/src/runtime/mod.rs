@@ -16,7 +16,6 @@ pub(crate) mod register;
 pub(crate) mod rendezvous;
 pub(crate) mod watch;
 
-use std::cell::Cell;
 use std::ffi::c_void;
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -44,9 +43,10 @@ pub struct Shared {
     pub(crate) pid: AtomicI32,
     pub(crate) lock: RuntimeLock,
     pub(crate) budget: Budget,
-    /// Bumped whenever a thread's data pointer or registrations may change
-    /// (DESIGN §4): every binding's cached pointer is valid while it is unchanged.
-    pub(crate) generation: AtomicU64,
+    /// Bumped when a map is attached, after every thread's data caches were
+    /// cleared so that each registers with it: a slow path that filled a
+    /// cache while this moved fills it again (DESIGN §4).
+    pub(crate) attach_epoch: AtomicU64,
     pub(crate) claims: fork::Claims,
     pub(crate) maps: register::MapTable,
     pub(crate) pool: pool::Pool,
@@ -165,17 +165,49 @@ impl MetaSlots for Shared {
 /// This copy's pointer to the shared runtime.
 static RUNTIME: AtomicPtr<Shared> = AtomicPtr::new(null_mut());
 
-/// This copy's view of the calling thread: its data area and the generation it was checked at.
-#[derive(Clone, Copy)]
-pub(crate) struct ThreadCache {
-    pub(crate) data: *mut u8,
-    pub(crate) generation: u64,
+/// A cache of the calling thread's data area, owned by a binding (the Rust
+/// API's below, one per C translation unit in `tld.h`, C++'s `thread_local`)
+/// and registered with the thread's descriptor when filled. It serves the
+/// hot path while not null; the runtime stores null into every registered
+/// cache whenever the pointer stops being the one to use (DESIGN §4): the
+/// thread's block is released (always on the thread itself), or a map was
+/// attached that the thread must register with (from another thread: the
+/// hot path reads it with one relaxed atomic load, and sees either the still
+/// valid pointer or null). Layout shared with tld.h's
+/// `struct tld__thread_cache` and tld.hpp.
+///
+/// This replaced a process-wide generation word that every fast path
+/// compared its cache with: two dependent loads per access, for events that
+/// are either the thread's own (its release) or rare (an attach), which the
+/// runtime can as well announce by clearing the caches itself.
+#[repr(C)]
+pub struct DataCache {
+    pub data: AtomicPtr<u8>,
+}
+
+impl DataCache {
+    /// An empty cache: the first access takes the slow path.
+    pub const fn new() -> Self {
+        DataCache { data: AtomicPtr::new(null_mut()) }
+    }
+
+    /// The data area if this cache serves it.
+    #[inline]
+    pub fn get(&self) -> Option<*mut u8> {
+        let p = self.data.load(Ordering::Relaxed);
+        (!p.is_null()).then_some(p)
+    }
+}
+
+impl Default for DataCache {
+    fn default() -> Self {
+        DataCache::new()
+    }
 }
 
 thread_local! {
     // No destructor: usable from any destructor or signal handler of the thread.
-    pub(crate) static CACHE: Cell<ThreadCache> =
-        const { Cell::new(ThreadCache { data: null_mut(), generation: u64::MAX }) };
+    pub(crate) static CACHE: DataCache = const { DataCache::new() };
 }
 
 impl Shared {
@@ -189,19 +221,6 @@ impl Shared {
 
     pub fn meta_page(&self) -> *mut u8 {
         self.meta
-    }
-
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn generation_counter(&self) -> &AtomicU64 {
-        &self.generation
-    }
-
-    /// Makes every cached data pointer, in every copy and binding, look again.
-    pub(crate) fn bump_generation(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     fn meta_size_field(&self) -> &AtomicU16 {
@@ -274,18 +293,28 @@ pub(crate) fn thread_descriptor(shared: &Shared) -> Result<*mut pool::Descriptor
 }
 
 /// The calling thread's data area, allocating and registering its block on
-/// first use; registers with maps attached since. Registration failures are
-/// returned after every map was tried; the block stays, and the next slow
-/// path retries what failed.
+/// first use and registering with maps attached since; then fills `cache`
+/// and registers it with the thread's descriptor so the runtime can clear
+/// it. Registration failures are returned after every map was tried, with
+/// `cache` left empty: the block stays, and the next access retries.
 #[cold]
-pub(crate) fn thread_data_slow(shared: &'static Shared) -> Result<*mut u8> {
-    let generation = shared.generation();
-    let desc = ensure_descriptor(shared)?;
-    let d = unsafe { &*desc };
-    register::register_pending(shared, d)?;
-    let data = d.data();
-    CACHE.with(|c| c.set(ThreadCache { data, generation }));
-    Ok(data)
+pub(crate) fn fill_cache(shared: &'static Shared, cache: &DataCache) -> Result<*mut u8> {
+    loop {
+        let epoch = shared.attach_epoch.load(Ordering::SeqCst);
+        let desc = ensure_descriptor(shared)?;
+        let d = unsafe { &*desc };
+        register::register_pending(shared, d)?;
+        let data = d.data();
+        if pool::remember_cache(d, cache) {
+            cache.data.store(data, Ordering::SeqCst);
+        }
+        // A map attached meanwhile may have cleared the caches before this
+        // one was filled: go round again to register with it.
+        if shared.attach_epoch.load(Ordering::SeqCst) == epoch {
+            return Ok(data);
+        }
+        cache.data.store(null_mut(), Ordering::SeqCst);
+    }
 }
 
 /// The calling thread's descriptor, allocating its block if it has none.
@@ -307,19 +336,13 @@ pub(crate) fn ensure_descriptor(shared: &'static Shared) -> Result<*mut pool::De
     }
 }
 
-/// The calling thread's data area: a few loads once the thread is set up.
+/// The calling thread's data area: one thread-local load once the thread is set up.
 #[inline]
 pub(crate) fn thread_data() -> Result<*mut u8> {
-    let p = RUNTIME.load(Ordering::Acquire);
-    if !p.is_null() {
-        let shared = unsafe { &*p };
-        let cache = CACHE.with(|c| c.get());
-        if cache.generation == shared.generation.load(Ordering::Acquire) {
-            return Ok(cache.data);
-        }
-        return thread_data_slow(shared);
-    }
-    thread_data_slow(runtime()?)
+    CACHE.with(|c| match c.get() {
+        Some(data) => Ok(data),
+        None => fill_cache(runtime()?, c),
+    })
 }
 
 /// pthread key destructor: runs at thread exit, after C++ and Rust
@@ -329,7 +352,17 @@ pub(crate) extern "C" fn thread_exit(desc: *mut c_void) {
     if desc.is_null() || desc == BUSY {
         return;
     }
-    pool::release(shared, unsafe { &*(desc as *const pool::Descriptor) });
+    release_own(shared, desc.cast());
+}
+
+/// Releases the calling thread's block. Busy meanwhile: a signal handler's
+/// access in between would otherwise allocate a second block for this task
+/// and register it, and this release would then delete the task's one map
+/// entry, which the new block relies on (DESIGN §5.6).
+fn release_own(shared: &Shared, desc: *mut pool::Descriptor) {
+    unsafe { libc::pthread_setspecific(shared.thread_key, BUSY) };
+    pool::release(shared, unsafe { &*desc });
+    unsafe { libc::pthread_setspecific(shared.thread_key, std::ptr::null()) };
 }
 
 /// Releases the calling thread's block now (upstream `tld_free()`). Pointers
@@ -340,9 +373,7 @@ pub(crate) fn free_thread_block() -> Result<()> {
     if desc.is_null() {
         return Ok(());
     }
-    unsafe { libc::pthread_setspecific(shared.thread_key, std::ptr::null()) };
-    CACHE.with(|c| c.set(ThreadCache { data: null_mut(), generation: u64::MAX }));
-    pool::release(shared, unsafe { &*desc });
+    release_own(shared, desc);
     Ok(())
 }
 

@@ -14,7 +14,7 @@
 
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
-use super::{register, Shared};
+use super::{register, DataCache, Shared};
 use crate::abi;
 use crate::error::{Error, Result};
 use crate::sys;
@@ -43,7 +43,15 @@ pub(crate) struct Descriptor {
     pub(crate) refused: AtomicU64,
     /// The next free descriptor of the same kind.
     next_free: AtomicPtr<Descriptor>,
+    /// The bindings' caches of this block's data area on its thread
+    /// ([`DataCache`]), cleared when the block stops being the one to use.
+    caches: [AtomicPtr<DataCache>; CACHES],
 }
+
+/// Caches one thread can have registered: one per copy of the core and per
+/// C translation unit using it. More still work, uncached (every access a
+/// library call).
+const CACHES: usize = 14;
 
 impl Descriptor {
     pub(crate) fn block(&self) -> *mut u8 {
@@ -67,6 +75,18 @@ impl Descriptor {
     /// Owned by a running thread.
     pub(crate) fn is_live(&self) -> bool {
         self.state.load(Ordering::Acquire) == LIVE
+    }
+
+    /// Makes every registered cache of this block take the slow path. On the
+    /// block's own thread, or under the runtime lock while the block is live
+    /// (its thread is then still running, its thread-locals still there).
+    pub(crate) fn clear_caches(&self) {
+        for slot in &self.caches {
+            let c = slot.load(Ordering::Acquire);
+            if !c.is_null() {
+                unsafe { (*c).data.store(std::ptr::null_mut(), Ordering::SeqCst) };
+            }
+        }
     }
 
     /// Live or quarantined: its thread may still have map entries naming it.
@@ -209,6 +229,37 @@ impl Pool {
     }
 }
 
+/// Registers `cache` with the calling thread's descriptor `d` (no-op when it
+/// is already). Returns false when every slot is taken: the cache then stays
+/// empty and its accesses take the slow path.
+pub(crate) fn remember_cache(d: &Descriptor, cache: &DataCache) -> bool {
+    let p = cache as *const DataCache as *mut DataCache;
+    if d.caches.iter().any(|s| s.load(Ordering::Relaxed) == p) {
+        return true;
+    }
+    let free = d.caches.iter().find(|s| s.compare_exchange(std::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Relaxed).is_ok());
+    if free.is_some() {
+        // The cache lives in this copy's thread-locals, which the runtime
+        // writes into: keep the copy loaded.
+        pin_once();
+    }
+    free.is_some()
+}
+
+fn pin_once() {
+    static PINNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !PINNED.swap(true, Ordering::AcqRel) {
+        super::pin_this_copy();
+    }
+}
+
+/// Forgets the caches of `d` (its thread no longer uses them for this block).
+fn forget_caches(d: &Descriptor) {
+    for slot in &d.caches {
+        slot.store(std::ptr::null_mut(), Ordering::Relaxed);
+    }
+}
+
 /// Allocates a block for the calling thread (DESIGN §5.1): a page block while
 /// any 16-byte map is attached, else a small block.
 pub(crate) fn allocate(shared: &Shared) -> Result<*mut Descriptor> {
@@ -239,6 +290,7 @@ pub(crate) fn allocate(shared: &Shared) -> Result<*mut Descriptor> {
     }
     d.registered.store(0, Ordering::Relaxed);
     d.refused.store(0, Ordering::Relaxed);
+    forget_caches(d);
     d.tid.store(sys::gettid(), Ordering::Relaxed);
     d.state.store(LIVE, Ordering::Release);
     pool.live.fetch_add(1, Ordering::Relaxed);
@@ -249,6 +301,8 @@ pub(crate) fn allocate(shared: &Shared) -> Result<*mut Descriptor> {
 /// entries, then frees it, or quarantines it when some entry could not be
 /// deleted. Every cached pointer, in any copy, looks again afterwards.
 pub(crate) fn release(shared: &Shared, d: &Descriptor) {
+    // On the block's own thread: no cache may serve it from here on.
+    d.clear_caches();
     let all_deleted = register::deregister_own(shared, d);
     let pool = &shared.pool;
     match shared.lock.lock() {
@@ -261,21 +315,21 @@ pub(crate) fn release(shared: &Shared, d: &Descriptor) {
                 d.state.store(QUARANTINED, Ordering::Release);
                 pool.quarantined.fetch_add(1, Ordering::Relaxed);
             }
+            forget_caches(d);
             if pool.quarantined.load(Ordering::Relaxed) > 0 {
                 retry_quarantine(shared);
             }
             register::retire_finished(shared);
-            shared.bump_generation();
         }
         // A signal handler calling tld_free() while its own thread holds the
         // lock (DESIGN §5.6): the free list is the interrupted owner's to
         // change, so park the block in quarantine, which needs no list; the
         // next quarantine pass under the lock frees it.
         Err(_) => {
+            forget_caches(d);
             pool.live.fetch_sub(1, Ordering::Relaxed);
             d.state.store(QUARANTINED, Ordering::Release);
             pool.quarantined.fetch_add(1, Ordering::Relaxed);
-            shared.bump_generation();
         }
     }
 }
@@ -319,6 +373,7 @@ pub(crate) fn after_fork_child(shared: &Shared) {
             live += 1;
             d.tid.store(sys::gettid(), Ordering::Relaxed);
         } else if d.in_use() {
+            forget_caches(d);
             d.registered.store(0, Ordering::Relaxed);
             d.refused.store(0, Ordering::Relaxed);
             d.tid.store(0, Ordering::Relaxed);

@@ -245,7 +245,13 @@ pub(crate) fn attach(shared: &Shared, m: NewMap<'_>) -> Result<(usize, bool)> {
         table.page16.fetch_add(1, Ordering::AcqRel);
     }
     e.state.store(LIVE, Ordering::Release);
-    shared.bump_generation();
+    // Every thread registers with it on its next access (DESIGN §5.4).
+    shared.attach_epoch.fetch_add(1, Ordering::SeqCst);
+    shared.pool.for_each(|d| {
+        if d.is_live() {
+            d.clear_caches();
+        }
+    });
     Ok((i, true))
 }
 
@@ -287,7 +293,6 @@ pub(crate) fn detach(shared: &Shared, i: usize) -> Result<()> {
     if e.value_size.load(Ordering::Relaxed) as usize == abi::MAP_VALUE16_SIZE {
         table.page16.fetch_sub(1, Ordering::AcqRel);
     }
-    shared.bump_generation();
     let bit = 1u64 << i;
     shared.pool.for_each(|d| {
         if d.in_use() && d.registered.load(Ordering::Acquire) & bit != 0 {
@@ -490,13 +495,19 @@ pub(crate) fn register_other(shared: &Shared, d: &Descriptor, i: usize) {
     if d.registered.load(Ordering::Acquire) & bit != 0 || !shared.maps.acquire(i, false) {
         return;
     }
+    let mut done = false;
     if let Ok(Some(pidfd)) = sys::pidfd_of_own_thread(d.tid()) {
         if update(shared, d, i, pidfd).is_ok() {
             mark(shared, d, i);
+            done = true;
         }
         sys::close(pidfd);
     }
     shared.maps.release(i);
+    if !done {
+        // Its thread registers itself (and reports why not) on its next access.
+        d.clear_caches();
+    }
 }
 
 /// Registers every live block of the process with entry `i`: the pin
@@ -530,7 +541,7 @@ pub(crate) fn drop_path(shared: &Shared, i: usize) -> Result<()> {
 /// In a fork child (lock held; raw system calls only): nobody else uses the
 /// fds; the child's task storage is empty. Dying entries are closed; the
 /// surviving thread re-registers with every live map it was registered
-/// with. What fails is left unregistered and the generation moves, so the
+/// with. What fails is left unregistered and its caches cleared, so the
 /// thread's next access retries and reports it (DESIGN §5.3).
 pub(crate) fn after_fork_child(shared: &Shared, me: Option<&Descriptor>) {
     let table = &shared.maps;
@@ -564,6 +575,6 @@ pub(crate) fn after_fork_child(shared: &Shared, me: Option<&Descriptor>) {
         sys::close(pidfd);
     }
     if !complete {
-        shared.bump_generation();
+        d.clear_caches();
     }
 }

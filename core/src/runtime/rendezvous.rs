@@ -194,7 +194,7 @@ fn prepare(page: usize, len: usize) -> Result<Prepared> {
         pid: AtomicI32::new(sys::getpid()),
         lock: RuntimeLock::new(),
         budget: Budget::new(crate::DEFAULT_DYNAMIC_RESERVE, abi::max_data_size(page)),
-        generation: AtomicU64::new(0),
+        attach_epoch: AtomicU64::new(0),
         claims: fork::Claims::new(),
         maps: register::MapTable::new(),
         pool: pool::Pool::new(),

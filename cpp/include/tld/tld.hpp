@@ -162,30 +162,23 @@ inline void check(int errno_value) {
 }
 #endif
 
-/// What a thread's cache points at before its first refresh: a word that is
-/// never equal to DataCache's initial generation, so a thread's first get()
-/// takes the slow path without the hot path testing for a null counter.
-inline constexpr std::uint64_t no_runtime_yet = 0;
-
 /**
- * The calling thread's cached data area: the pointer, the runtime generation
- * it is valid for, and the address of the process-wide generation counter
- * (ThreadCache in the bridge, with C++ pointer types). The pointer is valid on
- * this thread while the counter equals `generation`.
+ * The calling thread's cached data area, with the layout of the core's
+ * DataCache. The core registers the cache when it fills it and stores
+ * nullptr into it whenever the pointer stops being the one to use: this
+ * thread's block released (always on this thread: free_thread_block(),
+ * `tld_free()` from any language, thread exit) or a map attached that the
+ * thread must register with (from another thread, hence the atomic read).
  */
 struct DataCache {
     std::uint8_t* data;
-    std::uint64_t generation;
-    const std::uint64_t* counter;
 };
 
 /**
- * The cache itself. Constant-initialized (an address constant, no
- * constructor) and trivially destructible: no TLS wrapper call and no guard
- * on access, and it stays readable in destructors that run at thread exit
- * after the C++ thread_locals (a pthread key destructor calling get()); by
- * then the core has released the block and moved the counter, so the cache
- * is not trusted.
+ * The cache itself. Constant-initialized (no constructor) and trivially
+ * destructible: no TLS wrapper call and no guard on access, and it stays
+ * readable (and writable by the core) in destructors that run at thread exit
+ * after the C++ thread_locals (a pthread key destructor calling get()).
  */
 #if TLD_CXX_INITIAL_EXEC_TLS
 // In a shared library the default TLS model makes every access a
@@ -194,39 +187,25 @@ struct DataCache {
 // glibc keeps for dlopen).
 [[gnu::tls_model("initial-exec")]]
 #endif
-inline thread_local DataCache thread_cache{nullptr, 1, &no_runtime_yet};
+inline thread_local DataCache thread_cache{nullptr};
 
 /// The slow path: ask the core (allocates and registers on first use).
 [[gnu::noinline, gnu::cold]] inline std::uint8_t* refresh_thread_data() noexcept {
-    ThreadCache fresh{};
-    if (refresh_thread_cache(fresh) != 0) {
+    std::size_t data = 0;
+    if (refresh_thread_cache(reinterpret_cast<std::size_t>(&thread_cache), data) != 0) {
         return nullptr;
     }
-    thread_cache = DataCache{reinterpret_cast<std::uint8_t*>(fresh.data), fresh.generation,
-                             reinterpret_cast<const std::uint64_t*>(fresh.counter)};
-    return thread_cache.data;
+    return reinterpret_cast<std::uint8_t*>(data);
 }
 
 /**
- * The hot path of every get(): two thread-local loads, the counter, one
- * compare, inlined; nullptr on failure (see last_failure()).
- *
- * The counter is read relaxed. Every event that moves or releases this
- * thread's block happens on this thread (its first access, free_thread_block()
- * or `tld_free()` here, the fork handler in a child), so program order already
- * shows it; a bump by another thread (a map attached, another thread's block
- * released) leaves this thread's pointer valid and is only a request to pass
- * through the slow path (to register with the new map) soon, which a relaxed
- * load sees as promptly as an acquire. On arm64 that is an LDR instead of an
- * LDAR in every get().
+ * The hot path of every get(): one thread-local load (relaxed: the core may
+ * clear it from another thread; a plain load on x86 and arm64) and a test;
+ * nullptr on failure (see last_failure()).
  */
 inline std::uint8_t* thread_data_or_null() noexcept {
-    const DataCache& c = thread_cache;
-    if (__builtin_expect(__atomic_load_n(c.counter, __ATOMIC_RELAXED) == c.generation, 1)) {
-        std::uint8_t* p = c.data;
-        if (p == nullptr) {
-            __builtin_unreachable();  // a refresh stores only a successful pointer
-        }
+    std::uint8_t* p = __atomic_load_n(&thread_cache.data, __ATOMIC_RELAXED);
+    if (__builtin_expect(p != nullptr, 1)) {
         return p;
     }
     return refresh_thread_data();
@@ -308,8 +287,8 @@ inline RuntimeStats runtime_stats(std::error_code& ec) noexcept {
  * relative to), without exceptions.
  *
  * The thread's first call allocates its block and registers it with every
- * attached map (two system calls per map); later calls are a thread-local
- * load and one compare with the runtime's generation counter, inlined. The
+ * attached map (two system calls per map); later calls are one thread-local
+ * load and a test, inlined (the core clears the cache when needed). The
  * pointer is valid on the calling thread until it exits or its block is
  * freed (free_thread_block(), `tld_free()` from any language).
  * @return the pointer, or nullptr with @p ec set (allocation or registration
