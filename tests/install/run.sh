@@ -255,11 +255,13 @@ run_and_check rust install.rust 404 "$repo/target/install-test-rust/debug/tld-in
 
 step "cargo package: task-local-data, task-local-data-capi"
 # cargo verifies the C ABI crate against the core it just packaged, through a
-# temporary registry whose crates it unpacks under CARGO_HOME by name and
-# version, and it reuses an unpacked copy from an earlier run of the same
-# version, however old its source: drop ours (cargo unpacks them again).
+# temporary registry, and takes a registry crate of a given version to be
+# immutable: an earlier run's unpacked copy (under CARGO_HOME) and build (in
+# the target dir) of task-local-data 0.1.0 would be reused, however old their
+# source. So: no unpacked copy, and a target dir of this run's own.
 rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/task-local-data-"$version"
-if cargo package --quiet -p task-local-data -p task-local-data-capi --allow-dirty >"$work/package.log" 2>&1; then
+if CARGO_TARGET_DIR=$work/package-target cargo package --quiet -p task-local-data -p task-local-data-capi \
+    --allow-dirty >"$work/package.log" 2>&1; then
     pass "cargo package (task-local-data, task-local-data-capi)"
 else
     fail "cargo package" "$(tail -n 20 "$work/package.log")"
