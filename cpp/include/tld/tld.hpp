@@ -228,12 +228,25 @@ inline KeyInfo find_or_create(KeyMode mode, std::string_view name, std::size_t s
  * @brief Attaches the tld_data_map pinned at @p path (empty: `$TLD_MAP_PATH`,
  * else `/sys/fs/bpf/tld/tld_data_map`).
  *
- * Validates the map first. Attaching the same map again is a no-op; up to 16
- * maps. Every thread registers with it on its next data access.
+ * Validates the map first. Attaching the same map again is a no-op; up to 64
+ * maps. Every thread registers with it on its next data access. The map
+ * follows the pin: when the pin is replaced by another map, every thread is
+ * moved to it within about a second (a watcher thread, unless
+ * `TLD_PIN_WATCH=0`), or at refresh().
  * @throws tld::Error ENOENT (nothing pinned there), EINVAL (not on bpffs, not
- * a map, wrong type or layout, no BTF), EPERM/EACCES, ENOSPC (too many maps).
+ * a map, wrong type or layout, no BTF), EACCES (read-only map or pin),
+ * EPERM, ENOSPC (too many maps), EOVERFLOW (a 16-byte map with more than 255
+ * keys).
  */
 inline void attach(std::string_view path = {}) { detail::check(detail::attach_path(detail::bytes(path))); }
+
+/**
+ * @brief Checks every map attached by path against its pin now and follows a
+ * replaced pin (the new map attached, every live thread registered with it,
+ * the old map detached).
+ * @throws tld::Error as attach().
+ */
+inline void refresh() { detail::check(detail::refresh()); }
 
 /**
  * @brief Attaches the map behind @p fd. The runtime keeps a duplicate: the
@@ -266,6 +279,9 @@ inline RuntimeStats runtime_stats() {
 inline void attach(std::string_view path, std::error_code& ec) noexcept {
     detail::set_code(ec, detail::attach_path(detail::bytes(path)));
 }
+
+/// refresh() without exceptions: sets @p ec (cleared on success).
+inline void refresh(std::error_code& ec) noexcept { detail::set_code(ec, detail::refresh()); }
 
 /// attach_fd() without exceptions: sets @p ec (cleared on success).
 inline void attach_fd(int fd, std::error_code& ec) noexcept { detail::set_code(ec, detail::attach_fd(fd)); }
