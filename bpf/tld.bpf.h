@@ -14,17 +14,34 @@
  * thread's data block.
  *
  * This header has the same names and semantics as the BPF side of the task
- * local data library in the Linux BPF selftests (task_local_data.bpf.h, the
- * revision with a 16-bit key count and `start` in the map value), so a BPF
- * program written against that API builds unchanged against this one.
+ * local data library in the Linux BPF selftests (task_local_data.bpf.h), so a
+ * BPF program written against that API builds unchanged against this one. It
+ * reads either map layout (see WIRE LAYOUT): the 24-byte map value by
+ * default, the 16-byte value of the Linux tree when the program defines
+ * TLD_MAP_VALUE_16 before including it:
+ *
+ *	#define TLD_MAP_VALUE_16	// read maps of upstream's 16-byte layout
+ *	#include "tld.bpf.h"
+ *
+ * A tld application registers with maps of either layout, so a consumer
+ * built either way reads it; a process using upstream's user-space library
+ * registers 16-byte values only, so its consumers define TLD_MAP_VALUE_16.
+ *
+ * COMPILERS: clang 14 or newer builds either layout. The UPTR members point
+ * at typedefs because clang 14 drops a btf_type_tag on a pointer to a struct;
+ * with clang >= 15 that detour is harmless. Nothing here needs clang >= 15.
+ * The program must be built with vmlinux.h (task_struct, mm_struct: the exec
+ * check reads task->mm->arg_start) and loaded with CAP_BPF + CAP_PERFMON (as
+ * every tracing or sched_ext program is).
  *
  *
  * USAGE
  *
- * Before including this header, include vmlinux.h (or the kernel UAPI
- * headers) and, if the target does not use 4 KiB pages, define __PAGE_SIZE.
- * Define struct tld_keys, with one tld_key_t member per value the program
- * reads; it is the value of tld_key_map, the per-task cache of key offsets:
+ * Before including this header, include vmlinux.h and, if the target does
+ * not use 4 KiB pages, define __PAGE_SIZE. Define struct tld_keys (before or
+ * after the include), with one tld_key_t member per value the program reads
+ * (at most TLD_KEY_CACHE_MAX); each member names an entry of tld_key_map, the
+ * per-task cache of key offsets:
  *
  *	struct tld_keys {
  *		tld_key_t prio;
@@ -58,17 +75,34 @@
  * pinned page.
  *
  *
- * WIRE LAYOUT (shared with the user-space runtime; P = page size)
+ * WIRE LAYOUT (DESIGN.md §2; shared with the user-space runtime; P = page
+ * size, all integers little-endian)
  *
- * Metadata page (one per process, P-aligned):
- *	u16 cnt @0		keys claimed (slots 0..cnt-1)
+ * Metadata page (one per process, P-aligned, P bytes):
+ *	u16 cnt @0		keys claimed (slots 0..cnt-1); a 16-byte map's
+ *				readers take only its low byte (u8), as upstream
  *	u16 size @2		data bytes every thread block holds
  *	slot i @4+64*i		char name[62], NUL padded; u16 size, 0 while the
- *				slot is claimed but not yet published
- * Thread block: an 8-byte header, then the data area. The key of slot i is
- * the sum of round_up(size_j, 8) for j < i: its value lives at
- * data + start + key, where `data` is the page-aligned page holding the
- * block and `start` (from the map value) the offset of the data area in it.
+ *				slot is claimed but not yet published (stored
+ *				last, with release order)
+ *	u64 stamp_magic @P-16	"TLDSTMP1" (0x31504d5453444c54) when stamped
+ *	u64 exec_stamp @P-8	mm->arg_start of the image that owns the page
+ *
+ * The key of slot i is the sum of round_up(size_j, 8) for j < i; a value
+ * lives at data + start + key, where `data` is the page-aligned page holding
+ * the thread's block and `start` the offset of its data area in that page.
+ *
+ * 24-byte map value (the default):
+ *	__uptr data @0, __uptr meta @8, u16 start @16, 6 zero bytes
+ * 16-byte map value (upstream's layout, with TLD_MAP_VALUE_16):
+ *	__uptr data @0, __uptr meta @8; `start` is the u64 at offset 0 of the
+ *	page `data` points at (a page block's header: 8 for tld)
+ *
+ * A map's BTF describes both pages as P bytes (full-page pointee types), so
+ * the verifier lets a reader check the stamp at P-16. A 16-byte map created
+ * by upstream's BPF header describes a shorter metadata type: programs built
+ * on this header do not load against it (create the map with
+ * `tld pin --layout 16`, or let this header create it).
  */
 
 #include <bpf/bpf_helpers.h>
@@ -99,6 +133,14 @@
 #define TLD_KEY_MAP_CREATE_RETRY 10
 #endif
 
+/*
+ * Members struct tld_keys may have (the per-task key cache holds one entry
+ * per member; tld_get_data() refuses to compile for a member past it).
+ */
+#ifndef TLD_KEY_CACHE_MAX
+#define TLD_KEY_CACHE_MAX 32
+#endif
+
 /* Linux errno values (asm-generic), for programs built without errno.h. */
 #ifndef ENOMEM
 #define ENOMEM 12
@@ -112,9 +154,12 @@
 #define __uptr __attribute__((btf_type_tag("uptr")))
 #endif
 
+/* stamp_magic of a stamped metadata page: the bytes "TLDSTMP1". */
+#define TLD_STAMP_MAGIC 0x31504d5453444c54ULL
+
 /*
- * A key: the offset of a value in a thread's data area, or -errno. In
- * tld_key_map the same type caches lookups (see tld_get_data()).
+ * A key: the offset of a value in a thread's data area, or -errno. Programs
+ * declare one tld_key_t member of struct tld_keys per key they read.
  */
 typedef struct {
 	__s16 off;
@@ -129,19 +174,23 @@ struct tld_metadata {
 /* Number of metadata slots in a page: __PAGE_SIZE / 64 - 1 (63 on 4 KiB). */
 #define TLD_MAX_DATA_CNT (__PAGE_SIZE / sizeof(struct tld_metadata) - 1)
 
-/* The metadata page, as the `meta` UPTR sees it. */
+/* The metadata page, as the `meta` UPTR sees it: the whole page. */
 struct tld_meta_u {
-	__u16 cnt;	/* slots claimed; only ever grows */
+	__u16 cnt;	/* slots claimed; only ever grows (u8 for 16-byte maps) */
 	__u16 size;	/* data bytes per thread block */
 	struct tld_metadata metadata[TLD_MAX_DATA_CNT];
+	__u8 __reserved[__PAGE_SIZE - 4 - TLD_MAX_DATA_CNT * sizeof(struct tld_metadata) - 16];
+	__u64 stamp_magic;	/* TLD_STAMP_MAGIC, or 0: no stamp, skip the check */
+	__u64 exec_stamp;	/* mm->arg_start of the owning image */
 };
 
 /*
- * The page holding the thread's block, as the `data` UPTR sees it. Only its
- * size matters: the value of a key is at (void *)data + start + key.
+ * The page holding the thread's block, as the `data` UPTR sees it. For a
+ * 16-byte map, its first u64 is `start`; for a 24-byte map only the size
+ * matters. A value is at (void *)data + start + key.
  */
 struct tld_data_u {
-	__u64 unused;
+	__u64 start;
 	char data[__PAGE_SIZE - sizeof(__u64)];
 };
 
@@ -153,11 +202,13 @@ struct tld_data_u {
 typedef struct tld_data_u __tld_data_u_t;
 typedef struct tld_meta_u __tld_meta_u_t;
 
-/* Value of tld_data_map, written by user space (24 bytes). */
+/* Value of tld_data_map, written by user space. */
 struct tld_map_value {
 	__tld_data_u_t __uptr *data;	/* page-aligned page of the block */
 	__tld_meta_u_t __uptr *meta;	/* metadata page of the process */
+#ifndef TLD_MAP_VALUE_16
 	__u16 start;			/* data area offset in that page */
+#endif
 	/*
 	 * Zero bytes, never used. clang describes a struct reached only
 	 * through pointers as a forward declaration in BTF, and the kernel
@@ -170,9 +221,15 @@ struct tld_map_value {
 	struct tld_meta_u __btf_meta[0];
 };
 
-_Static_assert(sizeof(struct tld_map_value) == 24, "tld_map_value is 24 bytes");
+#ifdef TLD_MAP_VALUE_16
+_Static_assert(sizeof(struct tld_map_value) == 16, "the 16-byte tld_map_value");
+#else
+_Static_assert(sizeof(struct tld_map_value) == 24, "the 24-byte tld_map_value");
+#endif
 _Static_assert(sizeof(struct tld_data_u) == __PAGE_SIZE, "tld_data_u is one page");
-_Static_assert(sizeof(struct tld_meta_u) <= __PAGE_SIZE, "tld_meta_u fits a page");
+_Static_assert(sizeof(struct tld_meta_u) == __PAGE_SIZE, "tld_meta_u is one page");
+_Static_assert(__builtin_offsetof(struct tld_meta_u, stamp_magic) == __PAGE_SIZE - 16,
+	       "the stamp sits at the end of the metadata page");
 #if TLD_NAME_LEN == 62
 _Static_assert(sizeof(struct tld_metadata) == 64, "a metadata slot is 64 bytes");
 _Static_assert(__builtin_offsetof(struct tld_meta_u, metadata) == 4,
@@ -183,12 +240,33 @@ _Static_assert(__builtin_offsetof(struct tld_meta_u, metadata) == 4,
 struct tld_keys;
 
 /*
+ * One cached key: off > 0 is the key plus one, found in a slot of `size`
+ * bytes; off <= 0 means the first -off slots were searched in vain.
+ */
+struct tld_cached_key {
+	__s16 off;
+	__u16 size;
+};
+
+/*
+ * Value of tld_key_map: the keys a task's lookups found, indexed by the
+ * position of their member in struct tld_keys, and what they were learnt
+ * from. A registration with another metadata page or another exec stamp
+ * (the task exec'd, or re-registered elsewhere) empties it.
+ */
+struct tld_key_cache {
+	__u64 meta;	/* kernel address of the metadata page, 0 = empty */
+	__u64 stamp;	/* its exec_stamp when stamped, else 0 */
+	struct tld_cached_key keys[TLD_KEY_CACHE_MAX];
+};
+
+/*
  * A program's handle on the TLD of one task, kept on the stack. Fill it with
  * tld_object_init(); do not touch its members.
  */
 struct tld_object {
 	struct tld_map_value *data_map;
-	struct tld_keys *key_map;
+	struct tld_key_cache *key_map;
 };
 
 /* Per-task registration, created and updated by user space only. */
@@ -204,15 +282,81 @@ struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct tld_keys);
+	__type(value, struct tld_key_cache);
 } tld_key_map SEC(".maps");
 
 #define __tld_read_once(x) (*(volatile __typeof__(x) *)&(x))
 #define __tld_round_up8(x) (((x) + 7) & ~7)
 
 /*
- * Largest key offset a tld_key_t cache entry can hold. Keys beyond it exist
- * only with pages larger than 32 KiB; they still work, just uncached.
+ * The metadata cnt as this layout's readers take it: a 16-byte map's
+ * readers read a u8 (upstream's field), a 24-byte map's the u16.
+ */
+#ifdef TLD_MAP_VALUE_16
+#define __tld_meta_cnt(meta) ((__u32)__tld_read_once(*(__u8 *)&(meta)->cnt))
+#else
+#define __tld_meta_cnt(meta) ((__u32)__tld_read_once((meta)->cnt))
+#endif
+
+/*
+ * __tld_slot_name() - The name of slot @i, ordered after the load of its
+ * @size (DESIGN §2.1: a reader reads a name only after it saw the size
+ * non-zero, with acquire order).
+ *
+ * User space stores the size with release order after the name. On x86
+ * loads are not reordered with loads, but on arm64 a plain load of the name
+ * could be satisfied before the load of the size and return stale bytes: a
+ * search would then cache a permanent miss for a key that exists. BPF has a
+ * load-acquire instruction only with LLVM 21+ and Linux 6.15+; instead the
+ * address of the name is made to depend on the value of the size (the size
+ * AND 0, hidden from the compiler in an asm statement). CPUs order a load
+ * after the load its address depends on (every architecture Linux runs BPF
+ * on; the JITs emit the AND as a real instruction), which is the acquire
+ * order the walk needs, for free.
+ */
+static __always_inline const char *__tld_slot_name(struct tld_meta_u *meta, __u32 i, __u64 size)
+{
+	__u64 dep = size;
+
+	asm volatile("%[dep] &= 0" : [dep] "+r"(dep));
+	return (const char *)meta->metadata[i].name + dep;
+}
+
+/*
+ * __tld_stale() - Whether the registration of @task with metadata page
+ * @meta belongs to an image @task has since replaced with execve (DESIGN
+ * §5.5): the page is stamped and its stamp is not the task's current
+ * mm->arg_start. An unstamped page (magic 0: upstream's library, or a stamp
+ * user space could not read) is never stale.
+ */
+static __always_inline int __tld_stale(struct task_struct *task, struct tld_meta_u *meta)
+{
+	struct mm_struct *mm;
+
+	if (__tld_read_once(meta->stamp_magic) != TLD_STAMP_MAGIC)
+		return 0;
+	mm = task->mm;
+	/* A task without an address space (exiting) has no current image. */
+	return !mm || __tld_read_once(meta->exec_stamp) != mm->arg_start;
+}
+
+/*
+ * The data area's offset in the data page: the map value's `start`, or for
+ * a 16-byte map the u64 at offset 0 of the page. Anything at or past the
+ * page is returned as is; callers bound it.
+ */
+static __always_inline __u64 __tld_data_start(struct tld_map_value *value, struct tld_data_u *page)
+{
+#ifdef TLD_MAP_VALUE_16
+	return __tld_read_once(page->start);
+#else
+	return value->start;
+#endif
+}
+
+/*
+ * Largest key offset a cache entry can hold. Keys beyond it exist only with
+ * pages larger than 32 KiB; they still work, just uncached.
  */
 #define __TLD_CACHE_MAX 0x7ffe
 
@@ -223,37 +367,55 @@ struct {
  *	program argument, bpf_get_current_task_btf(), bpf_task_from_pid()...)
  * @obj: a struct tld_object on the caller's stack, filled on success
  *
- * Looks up the task's entry in tld_data_map without creating one, then gets
- * or creates the task's entry in tld_key_map, retrying the creation up to
+ * Looks up the task's entry in tld_data_map without creating one, checks
+ * that it belongs to the task's current image, then gets or creates the
+ * task's entry in tld_key_map, retrying the creation up to
  * TLD_KEY_MAP_CREATE_RETRY times (it can fail transiently: the kernel
  * refuses to re-enter task storage code on a CPU already inside it, and the
- * allocation can fail).
+ * allocation can fail). A key cache learnt from another registration
+ * (another metadata page, or the same page address under another exec
+ * stamp) is emptied first.
  *
- * Return: 0 on success; -ENODATA if the task never published task local
- * data (no tld_data_map entry: the thread made no TLD access yet, it exited,
- * or its runtime did not attach this map); -ENOMEM if the tld_key_map entry
- * could not be created.
+ * Return: 0 on success; -ENODATA if the task has no task local data for
+ * this program: no tld_data_map entry (the thread made no TLD access yet, it
+ * exited, or its runtime did not attach this map), no metadata page, or an
+ * entry left by an image the task replaced with execve (DESIGN §5.5); -ENOMEM
+ * if the tld_key_map entry could not be created.
  *
- * Context: any program type that may call bpf_task_storage_get(). @obj is
- * only valid within the current program invocation; do not store it.
+ * Context: any program type that may call bpf_task_storage_get() and read
+ * task->mm. @obj is only valid within the current program invocation; do
+ * not store it.
  */
 __attribute__((unused))
-static int tld_object_init(struct task_struct *task, struct tld_object *obj)
+static __always_inline int tld_object_init(struct task_struct *task, struct tld_object *obj)
 {
+	struct tld_key_cache *cache = 0;
+	struct tld_meta_u *meta;
+	__u64 stamp = 0;
 	int i;
 
 	obj->key_map = 0;
 	obj->data_map = bpf_task_storage_get(&tld_data_map, task, 0, 0);
 	if (!obj->data_map)
 		return -ENODATA;
+	meta = obj->data_map->meta;
+	if (!meta || __tld_stale(task, meta))
+		return -ENODATA;
+	if (__tld_read_once(meta->stamp_magic) == TLD_STAMP_MAGIC)
+		stamp = __tld_read_once(meta->exec_stamp);
 
-	for (i = 0; i < TLD_KEY_MAP_CREATE_RETRY; i++) {
-		obj->key_map = bpf_task_storage_get(&tld_key_map, task, 0,
-						    BPF_LOCAL_STORAGE_GET_F_CREATE);
-		if (obj->key_map)
-			return 0;
+	for (i = 0; i < TLD_KEY_MAP_CREATE_RETRY && !cache; i++)
+		cache = bpf_task_storage_get(&tld_key_map, task, 0,
+					     BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!cache)
+		return -ENOMEM;
+	if (cache->meta != (__u64)meta || cache->stamp != stamp) {
+		__builtin_memset(cache->keys, 0, sizeof(cache->keys));
+		cache->meta = (__u64)meta;
+		cache->stamp = stamp;
 	}
-	return -ENOMEM;
+	obj->key_map = cache;
+	return 0;
 }
 
 /*
@@ -261,9 +423,11 @@ static int tld_object_init(struct task_struct *task, struct tld_object *obj)
  * (slots before it were searched by an earlier call and did not match),
  * and record the outcome in the cache entry @key.
  *
- * Return: the key offset of @name plus one (so that it is > 0) when found;
- * otherwise 0 or less. The cache then holds either that positive value or
- * -n, n being the number of slots known not to hold @name.
+ * Return: the key offset of @name plus one (so that it is > 0) when found in
+ * a slot of at least @size bytes; otherwise 0. The cache then holds either
+ * that positive value with the slot's size, or -n, n being the number of
+ * slots known not to hold a usable @name (a name is unique, so a slot too
+ * small for @size never becomes usable).
  *
  * Not inlined: only cache misses call it, and each tld_get_data() site would
  * otherwise carry a copy of the loop.
@@ -275,7 +439,7 @@ static int tld_object_init(struct task_struct *task, struct tld_object *obj)
  */
 __attribute__((unused, noinline))
 static int __tld_fetch_key(struct tld_meta_u *meta, const char *name, int first,
-			   tld_key_t *key)
+			   struct tld_cached_key *key, __u32 want)
 {
 	/*
 	 * 64-bit on purpose: with a 32-bit offset clang bounds-checks a
@@ -286,7 +450,7 @@ static int __tld_fetch_key(struct tld_meta_u *meta, const char *name, int first,
 	__u32 size;
 	int i, cnt;
 
-	cnt = __tld_read_once(meta->cnt);
+	cnt = __tld_meta_cnt(meta);
 	if (cnt > TLD_MAX_DATA_CNT)
 		cnt = TLD_MAX_DATA_CNT;
 
@@ -298,18 +462,18 @@ static int __tld_fetch_key(struct tld_meta_u *meta, const char *name, int first,
 			key->off = -i;
 			return 0;
 		}
-		/*
-		 * Read the name only after the size. This compiler barrier
-		 * is enough on x86, where loads are not reordered with
-		 * loads. On weakly ordered CPUs a search racing with the
-		 * creation of the very key it looks for could read a stale
-		 * name and cache a miss; BPF load-acquire needs compilers
-		 * and kernels (6.15+) newer than this header targets.
-		 */
-		asm volatile("" ::: "memory");
-		if (i >= first && !bpf_strncmp(meta->metadata[i].name, TLD_NAME_LEN, name)) {
+		if (i >= first && !bpf_strncmp(__tld_slot_name(meta, i, size), TLD_NAME_LEN, name)) {
+			if (size < want) {
+				key->off = -(i + 1);
+				return 0;
+			}
 			/* Too big to cache: the next search starts at this slot. */
-			key->off = off <= __TLD_CACHE_MAX ? (__s16)(off + 1) : -i;
+			if (off <= __TLD_CACHE_MAX) {
+				key->off = (__s16)(off + 1);
+				key->size = size;
+			} else {
+				key->off = -i;
+			}
 			return off + 1;
 		}
 		off += __tld_round_up8(size);
@@ -321,36 +485,54 @@ static int __tld_fetch_key(struct tld_meta_u *meta, const char *name, int first,
 }
 
 /* Implementation of tld_get_data(); @size is a compile-time constant. */
-static __always_inline void *__tld_get_data(struct tld_object *obj, tld_key_t *key,
+static __always_inline void *__tld_get_data(struct tld_object *obj, __u32 idx,
 					    const char *name, __u32 size)
 {
 	struct tld_map_value *value = obj->data_map;
+	struct tld_cached_key *key;
 	struct tld_meta_u *meta;
 	struct tld_data_u *page;
 	__u64 pos;	/* 64-bit for the verifier, as in __tld_fetch_key() */
 	int k;
 
+	if (idx >= TLD_KEY_CACHE_MAX || !obj->key_map)
+		return 0;
+	key = &obj->key_map->keys[idx];
 	page = value->data;
 	if (!page || size > __PAGE_SIZE)
 		return 0;
 
 	k = key->off;
+	if (k > 0 && key->size < size)
+		return 0;
 	if (k <= 0) {
 		meta = value->meta;
 		/* Nothing to do unless slots were added since the last search. */
-		if (!meta || -k >= __tld_read_once(meta->cnt))
+		if (!meta || -k >= __tld_meta_cnt(meta))
 			return 0;
-		k = __tld_fetch_key(meta, name, -k, key);
+		k = __tld_fetch_key(meta, name, -k, key, size);
 		if (k <= 0)
 			return 0;
 	}
 
-	pos = (__u64)value->start + (__u64)(k - 1);
+	pos = __tld_data_start(value, page);
+	if (pos >= __PAGE_SIZE)
+		return 0;
+	pos += (__u64)(k - 1);
 	barrier_var(pos);
 	if (pos > __PAGE_SIZE - size)
 		return 0;
 	return (void *)page + pos;
 }
+
+/*
+ * The cache entry of member @key of struct tld_keys. Fails to compile when
+ * struct tld_keys has more members than TLD_KEY_CACHE_MAX.
+ */
+#define __tld_key_index(key)							\
+	(__builtin_offsetof(struct tld_keys, key) / sizeof(tld_key_t) +		\
+	 0 * sizeof(char[__builtin_offsetof(struct tld_keys, key) /		\
+			 sizeof(tld_key_t) < TLD_KEY_CACHE_MAX ? 1 : -1]))
 
 /**
  * tld_get_data() - Get a pointer to a task local data value.
@@ -366,24 +548,23 @@ static __always_inline void *__tld_get_data(struct tld_object *obj, tld_key_t *k
  * slots were searched, so a later call returns at once when no key was
  * added, and otherwise compares only the names of the slots added since. A
  * slot still being created (size 0) ends the search: its key and every later
- * one count as not created yet.
+ * one count as not created yet. Use one member per (name, size).
  *
  * The cache holds the offset of the key within the data area, not within
  * the page, so it stays right when the thread re-registers its block at
- * another place. It belongs to the task, and a process only ever appends
- * keys, so it stays right for the life of the process image (after an exec
- * the task keeps its cache; the new image normally creates its keys in the
- * same order).
+ * another place; it starts over when the task registers another metadata
+ * page or exec's (tld_object_init()).
  *
  * Return: a pointer to @size bytes inside the page holding the task's
  * block, to read (or write) with plain loads; NULL when @name is not
- * published yet, when the task's data page is not registered, or when the
- * value would not lie entirely inside that page. The value is an untrusted
- * hint that user space may change concurrently (see SECURITY above).
+ * published yet, when its slot holds fewer than @size bytes, when the task's
+ * data page is not registered, or when the value would not lie entirely
+ * inside that page. The value is an untrusted hint that user space may
+ * change concurrently (see SECURITY above).
  *
  * Context: the same program invocation that called tld_object_init().
  */
 #define tld_get_data(obj, key, name, size) \
-	__tld_get_data((obj), &(obj)->key_map->key, (name), (size))
+	__tld_get_data((obj), __tld_key_index(key), (name), (size))
 
 #endif /* TLD_BPF_H */
