@@ -12,6 +12,8 @@
  *   event;
  * - warm_get: tld_get_data() with a warm key cache (one init before the
  *   loop);
+ * - storage1, storage2: the task-storage lookups tld_object_init() makes
+ *   (tld_data_map; then tld_key_map too), alone;
  * - cold_get: tld_get_data() with the key's cache entry emptied before each
  *   call: a name search over every slot up to the key's (the bench makes it
  *   the last of 1, 16 or 63 keys).
@@ -105,4 +107,15 @@ BENCH(bench_cold_get, if (ctx->err) return 0, {
 	v = tld_get_data(&tld, hint, "bench_hint", sizeof(__u64));
 	if (v)
 		hits += *v;
+})
+
+BENCH(bench_storage1, , {
+	if (bpf_task_storage_get(&tld_data_map, task, 0, 0))
+		hits++;
+})
+
+BENCH(bench_storage2, , {
+	if (bpf_task_storage_get(&tld_data_map, task, 0, 0) &&
+	    bpf_task_storage_get(&tld_key_map, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE))
+		hits++;
 })
