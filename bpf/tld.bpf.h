@@ -355,6 +355,14 @@ static __always_inline __u64 __tld_data_start(struct tld_map_value *value, struc
 }
 
 /*
+ * A cache entry for a name whose slot is smaller than the size asked: a
+ * permanent miss (a name is unique, and a slot's size never changes), never
+ * searched again, so that even a page with duplicate names (garbage) gives
+ * the same answer every time.
+ */
+#define __TLD_KEY_TOO_SMALL (-0x8000)
+
+/*
  * Largest key offset a cache entry can hold. Keys beyond it exist only with
  * pages larger than 32 KiB; they still work, just uncached.
  */
@@ -425,9 +433,8 @@ static __always_inline int tld_object_init(struct task_struct *task, struct tld_
  *
  * Return: the key offset of @name plus one (so that it is > 0) when found in
  * a slot of at least @size bytes; otherwise 0. The cache then holds either
- * that positive value with the slot's size, or -n, n being the number of
- * slots known not to hold a usable @name (a name is unique, so a slot too
- * small for @size never becomes usable).
+ * that positive value with the slot's size, __TLD_KEY_TOO_SMALL, or -n, n
+ * being the number of slots known not to hold @name.
  *
  * Not inlined: only cache misses call it, and each tld_get_data() site would
  * otherwise carry a copy of the loop.
@@ -464,7 +471,7 @@ static int __tld_fetch_key(struct tld_meta_u *meta, const char *name, int first,
 		}
 		if (i >= first && !bpf_strncmp(__tld_slot_name(meta, i, size), TLD_NAME_LEN, name)) {
 			if (size < want) {
-				key->off = -(i + 1);
+				key->off = __TLD_KEY_TOO_SMALL;
 				return 0;
 			}
 			/* Too big to cache: the next search starts at this slot. */
@@ -503,7 +510,7 @@ static __always_inline void *__tld_get_data(struct tld_object *obj, __u32 idx,
 		return 0;
 
 	k = key->off;
-	if (k > 0 && key->size < size)
+	if ((k > 0 && key->size < size) || k == __TLD_KEY_TOO_SMALL)
 		return 0;
 	if (k <= 0) {
 		meta = value->meta;
