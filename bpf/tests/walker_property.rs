@@ -31,9 +31,6 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
 }
 
 const NAMES: [&str; 4] = ["test_static_int", "test_dyn_int", "test_dyn_struct", "test_never_created"];
