@@ -69,6 +69,7 @@ const WATCHED: &[&str] = &[
     "src/bpf/tld_upstream16.bpf.c",
     "src/bpf/tld_upstream.h",
     "src/bpf/tld_walk.h",
+    "src/bpf/tld_prog.h",
     "tld.bpf.h",
 ];
 
@@ -111,7 +112,6 @@ fn build(out_dir: &Path) -> Result<(), String> {
         let mut args: Vec<std::ffi::OsString> = vec![
             "-I".into(),
             out_dir.as_os_str().to_owned(),
-            format!("-DTLD_TEST_PAGE_SIZE={page_size}").into(),
             format!("-DTLD_BPF_PAGE_SIZE={page_size}").into(),
             "-Wall".into(),
             "-Werror".into(),

@@ -454,6 +454,7 @@ static int __tld_fetch_key(struct tld_meta_u *meta, const char *name, int first,
 	 * bounded, and the loop's states stop converging.
 	 */
 	__u64 off = 0;
+	const char *slot_name;
 	__u32 size;
 	int i, cnt;
 
@@ -469,7 +470,14 @@ static int __tld_fetch_key(struct tld_meta_u *meta, const char *name, int first,
 			key->off = -i;
 			return 0;
 		}
-		if (i >= first && !bpf_strncmp(__tld_slot_name(meta, i, size), TLD_NAME_LEN, name)) {
+		slot_name = __tld_slot_name(meta, i, size);
+		/*
+		 * The first byte first: a helper call per slot is most of the
+		 * cost. A volatile read: @name may be a `const volatile` array
+		 * set before load, whose initializer the compiler must not use.
+		 */
+		if (i >= first && slot_name[0] == *(const volatile char *)name &&
+		    !bpf_strncmp(slot_name, TLD_NAME_LEN, name)) {
 			if (size < want) {
 				key->off = __TLD_KEY_TOO_SMALL;
 				return 0;

@@ -280,7 +280,10 @@ fn pipe() -> (OwnedFd, OwnedFd) {
 }
 
 impl Workload {
-    fn start(map: &Path, uid: Option<u32>) -> Workload {
+    /// Forks a child running `child(commands, acks)`, the two pipe ends it
+    /// reads commands from and writes acknowledgements to; `child` never
+    /// returns (it ends with `_exit`).
+    fn fork(child: impl FnOnce(OwnedFd, OwnedFd)) -> Workload {
         let (cmd_r, cmd_w) = pipe();
         let (ack_r, ack_w) = pipe();
         let _ = std::io::stdout().flush();
@@ -291,29 +294,31 @@ impl Workload {
             0 => {
                 drop(cmd_w);
                 drop(ack_r);
-                workload_main(map, cmd_r, ack_w, uid)
+                child(cmd_r, ack_w);
+                // SAFETY: leaving the forked child (not reached).
+                unsafe { libc::_exit(1) }
             }
-            pid => {
-                drop(cmd_r);
-                drop(ack_w);
-                let mut w = Workload {
-                    pid,
-                    tids: Vec::new(),
-                    cmd: Some(File::from(cmd_w)),
-                    ack: BufReader::new(File::from(ack_r)),
-                };
-                let line = w.read_ack();
-                let tids = line
-                    .strip_prefix("ready ")
-                    .unwrap_or_else(|| panic!("workload said {line:?}"));
-                w.tids = tids
-                    .split_whitespace()
-                    .map(|t| t.parse().unwrap())
-                    .collect();
-                assert_eq!(w.tids.len(), THREADS);
-                w
-            }
+            pid => Workload {
+                pid,
+                tids: Vec::new(),
+                cmd: Some(File::from(cmd_w)),
+                ack: BufReader::new(File::from(ack_r)),
+            },
         }
+    }
+
+    fn start(map: &Path, uid: Option<u32>) -> Workload {
+        let mut w = Workload::fork(|cmd, ack| workload_main(map, cmd, ack, uid));
+        let line = w.read_ack();
+        let tids = line
+            .strip_prefix("ready ")
+            .unwrap_or_else(|| panic!("workload said {line:?}"));
+        w.tids = tids
+            .split_whitespace()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        assert_eq!(w.tids.len(), THREADS);
+        w
     }
 
     fn read_ack(&mut self) -> String {
@@ -897,27 +902,8 @@ fn top_charges_cpu_time_to_each_phase() {
     let dir = PinDir::new("top");
     let map = pin(&dir, &[]);
     let path = map.to_str().unwrap().to_string();
-    let (cmd_r, cmd_w) = pipe();
-    let (ack_r, ack_w) = pipe();
-    let _ = std::io::stdout().flush();
-    // SAFETY: single-threaded here (see Workload::start).
-    let pid = match unsafe { libc::fork() } {
-        -1 => panic!("fork: {}", std::io::Error::last_os_error()),
-        0 => {
-            drop(cmd_w);
-            drop(ack_r);
-            phases_main(&map, cmd_r, ack_w)
-        }
-        pid => pid,
-    };
-    drop(cmd_r);
-    drop(ack_w);
-    let mut w = Workload {
-        pid,
-        tids: Vec::new(),
-        cmd: Some(File::from(cmd_w)),
-        ack: BufReader::new(File::from(ack_r)),
-    };
+    let mut w = Workload::fork(|cmd, ack| phases_main(&map, cmd, ack));
+    let pid = w.pid;
     assert_eq!(w.read_ack(), "ready");
 
     // Unknown keys are refused with the keys there are.

@@ -20,17 +20,7 @@
  *
  * Run by `cargo bench -p tld-bpf --bench bpf_cost` (benches/bpf_cost.rs).
  */
-#define BPF_NO_KFUNC_PROTOTYPES
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-
-#ifdef TLD_BPF_PAGE_SIZE
-#define __PAGE_SIZE TLD_BPF_PAGE_SIZE
-#endif
-
-#include "../../tld.bpf.h"
-
-char LICENSE[] SEC("license") = "Dual MIT/GPL";
+#include "tld_prog.h"
 
 struct tld_keys {
 	tld_key_t hint;

@@ -20,20 +20,9 @@
  * 24-byte value, tld_inspect16 (TLD_MAP_VALUE_16) those with the 16-byte
  * value; the loader picks by the pinned map's value size.
  */
-#define BPF_NO_KFUNC_PROTOTYPES
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-
-/* The build passes the target's page size (see tld.bpf.h on __PAGE_SIZE). */
-#ifdef TLD_BPF_PAGE_SIZE
-#define __PAGE_SIZE TLD_BPF_PAGE_SIZE
-#endif
-
-#include "../../tld.bpf.h"
+#include "tld_prog.h"
 #include "tld_inspect.h"
 #include "tld_walk.h"
-
-char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 /* tld.bpf.h's tld_key_map needs a value type; this program never uses it. */
 struct tld_keys {

@@ -21,20 +21,9 @@
  * tld_data_map but with an 8-byte value, plain_hash_map a hash map whose value
  * has tld_data_map's size (24 bytes), so only its type is wrong.
  */
-#define BPF_NO_KFUNC_PROTOTYPES
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-
-/* The build passes the target's page size (see tld.bpf.h on __PAGE_SIZE). */
-#ifdef TLD_TEST_PAGE_SIZE
-#define __PAGE_SIZE TLD_TEST_PAGE_SIZE
-#endif
-
-#include "../../tld.bpf.h"
+#include "tld_prog.h"
 #include "tld_test.h"
 #include "tld_walk.h"
-
-char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 #ifndef ESRCH
 #define ESRCH 3

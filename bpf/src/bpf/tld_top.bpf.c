@@ -15,19 +15,8 @@
  * tld_top16 (TLD_MAP_VALUE_16); the loader picks by the pinned map's value
  * size.
  */
-#define BPF_NO_KFUNC_PROTOTYPES
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_tracing.h>
-
-#ifdef TLD_BPF_PAGE_SIZE
-#define __PAGE_SIZE TLD_BPF_PAGE_SIZE
-#endif
-
-#include "../../tld.bpf.h"
+#include "tld_prog.h"
 #include "tld_top.h"
-
-char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 struct tld_keys {
 	tld_key_t by;
