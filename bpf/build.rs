@@ -30,7 +30,9 @@ struct Object {
     source: &'static str,
     /// Built with `-DTLD_MAP_VALUE_16`: reads maps of the 16-byte value.
     value16: bool,
-    /// Needs `struct X __uptr *` kept in BTF: clang >= 15.
+    /// Built with `CLANG_UPSTREAM` (clang >= 15, default `clang-19`): the
+    /// upstream-style reader needs `struct X __uptr *` kept in BTF, and one
+    /// test build checks `tld.bpf.h` with that compiler too.
     upstream_clang: bool,
 }
 
@@ -51,6 +53,13 @@ const OBJECTS: &[Object] = &[
     object("tld_top", "tld_top", false),
     object("tld_top16", "tld_top", true),
     object("tld_bench", "tld_bench", false),
+    // tld.bpf.h as clang >= 15 compiles it (kept type tags, other BTF).
+    Object {
+        name: "tld_test_clang_upstream",
+        source: "tld_test",
+        value16: false,
+        upstream_clang: true,
+    },
     Object {
         name: "tld_upstream16",
         source: "tld_upstream16",

@@ -85,6 +85,7 @@ pub(crate) mod objects {
     }
     pub(crate) static TEST: &[u8] = object!("tld_test");
     pub(crate) static TEST16: &[u8] = object!("tld_test16");
+    pub(crate) static TEST_CLANG_UPSTREAM: &[u8] = object!("tld_test_clang_upstream");
     pub(crate) static INSPECT: &[u8] = object!("tld_inspect");
     pub(crate) static INSPECT16: &[u8] = object!("tld_inspect16");
     pub(crate) static TOP: &[u8] = object!("tld_top");
@@ -602,11 +603,37 @@ impl TestBpf {
         Self::open(target, target.layout(Layout::Value24)?)
     }
 
+    /// Loads the test programs (24-byte layout, a new map) as clang >= 15
+    /// compiled them (`CLANG_UPSTREAM` in the build, `clang-19` by
+    /// default), where the other loaders use clang 14's build: `tld.bpf.h`
+    /// is checked with both compilers.
+    ///
+    /// # Errors
+    ///
+    /// As [`TestBpf::load`].
+    pub fn load_built_by_newer_clang() -> Result<Self, Error> {
+        Self::open_object(
+            objects::TEST_CLANG_UPSTREAM,
+            "TLD test (clang >= 15)",
+            DataMap::Own,
+            Layout::Value24,
+        )
+    }
+
     fn open(target: DataMap<'_>, layout: Layout) -> Result<Self, Error> {
         let (bytes, what) = match layout {
             Layout::Value24 => (objects::TEST, "TLD test"),
             Layout::Value16 => (objects::TEST16, "TLD test (16-byte layout)"),
         };
+        Self::open_object(bytes, what, target, layout)
+    }
+
+    fn open_object(
+        bytes: &[u8],
+        what: &str,
+        target: DataMap<'_>,
+        layout: Layout,
+    ) -> Result<Self, Error> {
         let obj = load_object(bytes, what, |open| target.apply(open))?;
         Ok(TestBpf {
             iter_link: Mutex::new(None),

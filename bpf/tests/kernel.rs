@@ -722,3 +722,27 @@ fn threads_registered_with_both_layouts_read_correctly() {
         w.join().unwrap();
     }
 }
+
+/// tld.bpf.h as clang >= 15 compiles it (the build's CLANG_UPSTREAM) reads
+/// what clang 14's build reads: the header is not tied to one compiler's BTF.
+#[test]
+fn newer_clang_build_reads_the_same() {
+    let Some(old) = load_or_skip("newer_clang_build_reads_the_same") else {
+        return;
+    };
+    let new = TestBpf::load_built_by_newer_clang().expect("loading the clang >= 15 build");
+    let (meta, keys) = Meta::with_keys(&[("test_dyn_int", 4), ("test_dyn_struct", 32)]);
+    meta.stamp_current();
+    let data = Page::new();
+    data.write_i32(8 + keys[0], 606);
+    data.write(8 + keys[1], &struct_bytes(6));
+    let _a = register(old.data_map_fd(), data.addr(), meta.addr(), 8);
+    let _b = register(new.data_map_fd(), data.addr(), meta.addr(), 8);
+    for bpf in [&old, &new] {
+        let view = bpf.read_basic().unwrap();
+        assert_eq!((view.init_err, view.dyn_int), (0, Some(606)));
+        assert_eq!(view.dyn_struct, Some(struct_bytes(6)));
+        assert!(!view.too_big_found);
+    }
+    assert_eq!(old.dump_current().unwrap(), new.dump_current().unwrap());
+}
