@@ -686,8 +686,8 @@ fn threads_registered_with_both_layouts_read_correctly() {
             std::thread::spawn(move || {
                 let block = Page::new();
                 block.write_u64(0, 8);
-                for k in 0..sizes.len() {
-                    block.write(8 + offsets[k], &value(n, k));
+                for (k, off) in offsets.iter().enumerate() {
+                    block.write(8 + off, &value(n, k));
                 }
                 let _r16 = register16(upstream.map_fd(), block.addr(), meta.addr());
                 let _r24 = register(bpf24.data_map_fd(), block.addr(), meta.addr(), 8);
