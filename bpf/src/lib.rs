@@ -532,7 +532,8 @@ pub(crate) fn run_syscall<T: Copy>(obj: &Object, name: &str, ctx: &mut T) -> Res
 
 /// The test programs, loaded into the kernel.
 ///
-/// Every method takes `&self`, and may be called from many threads at once.
+/// Every method but [`TestBpf::pin_data_map`] takes `&self`, and may be
+/// called from many threads at once.
 pub struct TestBpf {
     /// The loaded object. Dropped after the link below (field order).
     iter_link: Mutex<Option<Link>>,

@@ -1014,6 +1014,13 @@ fn layout16_and_stale_registrations() {
     let table = tld(&["dump", &me, "--path", path]);
     expect_ok(&table);
     assert!(stdout(&table).lines().nth(1).is_some_and(|l| l.contains("stale")), "{}", stdout(&table));
+
+    // tld top loads its 16-byte build against this map.
+    meta.stamp_current();
+    let doc = json_of(&tld(&[
+        "top", &me, "--by", "req", "--interval", "0.1", "--count", "1", "--json", "--path", path,
+    ]));
+    assert_eq!((doc["layout"].as_u64(), doc["key"]["size"].as_u64()), (Some(16), Some(8)), "{doc}");
     drop(reg);
 }
 

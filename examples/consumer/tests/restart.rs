@@ -18,7 +18,7 @@ const CONSUMER: &str = env!("CARGO_BIN_EXE_tld-consumer");
 const THREADS: usize = 2;
 
 /// The application: attach by path, publish from THREADS threads, print
-/// "ready TID..." and, per stdin line "next", add 1 to every priority and
+/// "ready TID..." (thread 0's first) and, per stdin line "next", add 1 to every priority and
 /// 100 to every request id, then print "ok". Exits at EOF.
 fn application(pin: &Path) {
     tld::attach_path(pin).expect("attaching the pinned map by path");
@@ -34,19 +34,24 @@ fn application(pin: &Path) {
                 prio.set(p).unwrap();
                 req.set(r).unwrap();
                 // SAFETY: gettid has no preconditions.
-                done.send(unsafe { libc::gettid() }).unwrap();
+                done.send((i, unsafe { libc::gettid() })).unwrap();
                 for () in rx {
                     p += 1;
                     r += 100;
                     prio.set(p).unwrap();
                     req.set(r).unwrap();
-                    done.send(0).unwrap();
+                    done.send((i, 0)).unwrap();
                 }
             });
             tx
         })
         .collect();
-    let tids: Vec<String> = (0..THREADS).map(|_| done_rx.recv().unwrap().to_string()).collect();
+    // In thread order: thread i publishes 10 + i and 1000 + i.
+    let mut tids = vec![String::new(); THREADS];
+    for _ in 0..THREADS {
+        let (i, tid) = done_rx.recv().unwrap();
+        tids[i] = tid.to_string();
+    }
     println!("ready {}", tids.join(" "));
     std::io::stdout().flush().unwrap();
     for line in std::io::stdin().lock().lines() {
