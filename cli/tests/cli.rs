@@ -919,6 +919,13 @@ fn top_charges_cpu_time_to_each_phase() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The same per thread, beside it.
+    let per_thread = Command::new(TLD)
+        .args(["top", &pid.to_string(), "--by", "phase", "--json", "--per-thread", "--interval", "0.5", "--path", &path])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(top.stdout.take().unwrap()).lines();
     let first: Value = serde_json::from_str(&lines.next().expect("a first document").unwrap()).unwrap();
     assert_eq!(first["schema"], "tld-top/1");
@@ -958,7 +965,28 @@ fn top_charges_cpu_time_to_each_phase() {
         );
     }
 
-    // The table form, per thread, of a process that is gone.
+    // Per thread: only the workload's threads, each charged about its
+    // 800 ms in the phases, split 60/30/10 as well.
+    let out = per_thread.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().expect("documents")).unwrap();
+    let mut per_tid: std::collections::BTreeMap<i64, [u64; 4]> = Default::default();
+    for row in last["rows"].as_array().unwrap() {
+        if row["status"] == "value" {
+            let v = row["value"]["int"].as_i64().unwrap() as usize;
+            let tid = row["tid"].as_i64().expect("a tid per row");
+            per_tid.entry(tid).or_default()[v.min(3)] += row["total_cpu_ns"].as_u64().unwrap();
+        }
+    }
+    assert_eq!(per_tid.len(), PHASE_THREADS, "{last}");
+    for (tid, ns) in &per_tid {
+        let phases = (ns[1] + ns[2] + ns[3]) as f64;
+        assert!(phases > 0.7 * 0.8e9 && phases < 1.5 * 0.8e9, "tid {tid}: {ns:?}");
+        assert!((ns[1] as f64 / phases - 0.6).abs() < 0.15, "tid {tid}: {ns:?}");
+    }
+
+    // A process that is gone.
     expect_code(&tld(&["top", &pid.to_string(), "--by", "phase", "--path", &path]), 3, "no process");
 }
 
@@ -1021,6 +1049,10 @@ fn layout16_and_stale_registrations() {
         "top", &me, "--by", "req", "--interval", "0.1", "--count", "1", "--json", "--path", path,
     ]));
     assert_eq!((doc["layout"].as_u64(), doc["key"]["size"].as_u64()), (Some(16), Some(8)), "{doc}");
+    let table = tld(&["top", &me, "--by", "req", "--interval", "0.1", "--count", "1", "--path", path]);
+    expect_ok(&table);
+    let header = stdout(&table).lines().nth(1).unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(header, "req CPU s SHARE TOTAL CPU s TOTAL SHARE SLICES", "{}", stdout(&table));
     drop(reg);
 }
 
