@@ -72,7 +72,8 @@
  * privilege, size a buffer or index memory without a bounds check; use it to
  * steer behaviour (scheduling priority, sampling, tracing), nothing more.
  * This header only guarantees that the pointers it returns stay inside the
- * pinned page.
+ * pinned page, cover no more than the key's slot, and belong to the task's
+ * current image.
  *
  *
  * WIRE LAYOUT (DESIGN.md §2; shared with the user-space runtime; P = page
