@@ -41,7 +41,7 @@
  * not use 4 KiB pages, define __PAGE_SIZE. Define struct tld_keys (before or
  * after the include), with one tld_key_t member per value the program reads
  * (at most TLD_KEY_CACHE_MAX); each member names an entry of tld_key_map, the
- * per-task cache of key offsets:
+ * cache of key offsets (per CPU and process):
  *
  *	struct tld_keys {
  *		tld_key_t prio;
@@ -129,13 +129,25 @@
 #define TLD_NAME_LEN 62
 #endif
 
-/* How often tld_object_init() retries creating the tld_key_map entry. */
+/*
+ * Accepted for source compatibility with upstream's header; unused: the key
+ * cache is per CPU and never created.
+ */
 #ifndef TLD_KEY_MAP_CREATE_RETRY
 #define TLD_KEY_MAP_CREATE_RETRY 10
 #endif
 
 /*
- * Members struct tld_keys may have (the per-task key cache holds one entry
+ * Entries of the per-CPU key cache, one per process at a time (by tgid,
+ * modulo). Processes whose tgids collide on a CPU evict each other's keys
+ * (they are found again by a search); more entries, fewer collisions.
+ */
+#ifndef TLD_KEY_CACHE_WAYS
+#define TLD_KEY_CACHE_WAYS 64
+#endif
+
+/*
+ * Members struct tld_keys may have (the key cache holds one entry
  * per member; tld_get_data() refuses to compile for a member past it).
  */
 #ifndef TLD_KEY_CACHE_MAX
@@ -250,14 +262,25 @@ struct tld_cached_key {
 };
 
 /*
- * Value of tld_key_map: the keys a task's lookups found, indexed by the
- * position of their member in struct tld_keys, and what they were learnt
- * from. A registration with another metadata page or another exec stamp
- * (the task exec'd, or re-registered elsewhere) empties it.
+ * Value of tld_key_map: the keys this program's lookups found for one
+ * registration, indexed by the position of their member in struct tld_keys,
+ * and which registration that is: its metadata page, exec stamp and
+ * process. Keys are per process (one metadata page), so the threads of a
+ * process share an entry on each CPU.
+ *
+ * Programs on one CPU may interleave (a program preempted by another, or
+ * interrupted by one in NMI context), so an entry is read and written like a
+ * seqcount: `seq` is odd while one program writes, which it claims with a
+ * compare-and-swap from even to odd (BPF_CMPXCHG, which clang 14 emits at
+ * every -mcpu level); a reader takes what it read only when `seq` was even
+ * and unchanged around it; a program that finds the entry claimed neither
+ * waits nor writes: it searches, uncached.
  */
 struct tld_key_cache {
-	__u64 meta;	/* kernel address of the metadata page, 0 = empty */
-	__u64 stamp;	/* its exec_stamp when stamped, else 0 */
+	__u64 seq;
+	__u64 meta;		/* kernel address of the metadata page, 0 = empty */
+	__u64 stamp;		/* its exec_stamp when stamped, else 0 */
+	__u64 start_time;	/* the process's start (its leader's), ns since boot */
 	struct tld_cached_key keys[TLD_KEY_CACHE_MAX];
 };
 
@@ -267,7 +290,10 @@ struct tld_key_cache {
  */
 struct tld_object {
 	struct tld_map_value *data_map;
-	struct tld_key_cache *key_map;
+	struct tld_key_cache *key_map;	/* this CPU's entry for the process */
+	__u64 meta;			/* the registration: as in tld_key_cache */
+	__u64 stamp;
+	__u64 start_time;
 };
 
 /* Per-task registration, created and updated by user space only. */
@@ -278,11 +304,11 @@ struct {
 	__type(value, struct tld_map_value);
 } tld_data_map SEC(".maps");
 
-/* Per-task cache of the keys this program looked up. */
+/* Per-CPU cache of the keys this program looked up. */
 struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TLD_KEY_CACHE_WAYS);
+	__type(key, __u32);
 	__type(value, struct tld_key_cache);
 } tld_key_map SEC(".maps");
 
@@ -324,21 +350,25 @@ static __always_inline const char *__tld_slot_name(struct tld_meta_u *meta, __u3
 }
 
 /*
- * __tld_stale() - Whether the registration of @task with metadata page
- * @meta belongs to an image @task has since replaced with execve (DESIGN
- * §5.5): the page is stamped and its stamp is not the task's current
- * mm->arg_start. An unstamped page (magic 0: upstream's library, or a stamp
- * user space could not read) is never stale.
+ * __tld_stamp() - The exec stamp of @task's registration with metadata
+ * page @meta, in @stamp (0 for an unstamped page); -1 when the page is
+ * stamped by an image @task has since replaced with execve (DESIGN §5.5):
+ * its stamp is not the task's current mm->arg_start. An unstamped page
+ * (magic 0: upstream's library, or a stamp user space could not read) is
+ * never stale.
  */
-static __always_inline int __tld_stale(struct task_struct *task, struct tld_meta_u *meta)
+static __always_inline int __tld_stamp(struct task_struct *task, struct tld_meta_u *meta,
+				       __u64 *stamp)
 {
 	struct mm_struct *mm;
 
+	*stamp = 0;
 	if (__tld_read_once(meta->stamp_magic) != TLD_STAMP_MAGIC)
 		return 0;
+	*stamp = __tld_read_once(meta->exec_stamp);
 	mm = task->mm;
 	/* A task without an address space (exiting) has no current image. */
-	return !mm || __tld_read_once(meta->exec_stamp) != mm->arg_start;
+	return mm && *stamp == mm->arg_start ? 0 : -1;
 }
 
 /*
@@ -377,54 +407,93 @@ static __always_inline __u64 __tld_data_start(struct tld_map_value *value, struc
  * @obj: a struct tld_object on the caller's stack, filled on success
  *
  * Looks up the task's entry in tld_data_map without creating one, checks
- * that it belongs to the task's current image, then gets or creates the
- * task's entry in tld_key_map, retrying the creation up to
- * TLD_KEY_MAP_CREATE_RETRY times (it can fail transiently: the kernel
- * refuses to re-enter task storage code on a CPU already inside it, and the
- * allocation can fail). A key cache learnt from another registration
- * (another metadata page, or the same page address under another exec
- * stamp) is emptied first.
+ * that it belongs to the task's current image, and finds this CPU's key
+ * cache entry for the task's process: one task-storage lookup in all.
  *
  * Return: 0 on success; -ENODATA if the task has no task local data for
  * this program: no tld_data_map entry (the thread made no TLD access yet, it
  * exited, or its runtime did not attach this map), no metadata page, or an
- * entry left by an image the task replaced with execve (DESIGN §5.5); -ENOMEM
- * if the tld_key_map entry could not be created.
+ * entry left by an image the task replaced with execve (DESIGN §5.5);
+ * -ENOMEM never (kept from upstream's API: its per-task cache could fail to
+ * be created).
  *
  * Context: any program type that may call bpf_task_storage_get() and read
- * task->mm. @obj is only valid within the current program invocation; do
- * not store it.
+ * task->mm and task->group_leader. @obj is only valid within the current
+ * program invocation; do not store it.
  */
 __attribute__((unused))
 static __always_inline int tld_object_init(struct task_struct *task, struct tld_object *obj)
 {
-	struct tld_key_cache *cache = 0;
 	struct tld_meta_u *meta;
-	__u64 stamp = 0;
-	int i;
+	__u32 way;
 
 	obj->key_map = 0;
 	obj->data_map = bpf_task_storage_get(&tld_data_map, task, 0, 0);
 	if (!obj->data_map)
 		return -ENODATA;
 	meta = obj->data_map->meta;
-	if (!meta || __tld_stale(task, meta))
+	if (!meta || __tld_stamp(task, meta, &obj->stamp))
 		return -ENODATA;
-	if (__tld_read_once(meta->stamp_magic) == TLD_STAMP_MAGIC)
-		stamp = __tld_read_once(meta->exec_stamp);
+	obj->meta = (__u64)meta;
+	/*
+	 * A metadata page's address alone could be another process's page
+	 * reused; with the process's start time it cannot.
+	 */
+	obj->start_time = task->group_leader->start_time;
+	way = (__u32)task->tgid % TLD_KEY_CACHE_WAYS;
+	obj->key_map = bpf_map_lookup_elem(&tld_key_map, &way);
+	return obj->key_map ? 0 : -ENOMEM;
+}
 
-	for (i = 0; i < TLD_KEY_MAP_CREATE_RETRY && !cache; i++)
-		cache = bpf_task_storage_get(&tld_key_map, task, 0,
-					     BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!cache)
-		return -ENOMEM;
-	if (cache->meta != (__u64)meta || cache->stamp != stamp) {
-		__builtin_memset(cache->keys, 0, sizeof(cache->keys));
-		cache->meta = (__u64)meta;
-		cache->stamp = stamp;
+/* Whether cache entry @c was learnt from @obj's registration. */
+static __always_inline int __tld_cache_is(struct tld_key_cache *c, struct tld_object *obj)
+{
+	return __tld_read_once(c->meta) == obj->meta && __tld_read_once(c->stamp) == obj->stamp &&
+	       __tld_read_once(c->start_time) == obj->start_time;
+}
+
+/*
+ * __tld_cache_load() - The cached key @idx of @obj's registration, in
+ * @out. Return: 1 when @out holds what this CPU learnt for the
+ * registration; 0 when nothing can be trusted (another registration's entry,
+ * or a program on this CPU is writing it): search from slot 0.
+ */
+static __always_inline int __tld_cache_load(struct tld_object *obj, __u32 idx,
+					    struct tld_cached_key *out)
+{
+	struct tld_key_cache *c = obj->key_map;
+	__u64 seq = __tld_read_once(c->seq);
+
+	if ((seq & 1) || !__tld_cache_is(c, obj))
+		return 0;
+	*(__u32 *)out = __tld_read_once(*(__u32 *)&c->keys[idx]);
+	barrier();
+	return __tld_read_once(c->seq) == seq;
+}
+
+/*
+ * __tld_cache_store() - Records @key as the cached key @idx of @obj's
+ * registration, emptying the entry first if it held another one. Skipped
+ * when another program on this CPU is writing the entry.
+ */
+static __always_inline void __tld_cache_store(struct tld_object *obj, __u32 idx,
+					      struct tld_cached_key key)
+{
+	struct tld_key_cache *c = obj->key_map;
+	__u64 seq = __tld_read_once(c->seq);
+
+	if ((seq & 1) || __sync_val_compare_and_swap(&c->seq, seq, seq + 1) != seq)
+		return;
+	barrier();
+	if (!__tld_cache_is(c, obj)) {
+		__builtin_memset(c->keys, 0, sizeof(c->keys));
+		c->meta = obj->meta;
+		c->stamp = obj->stamp;
+		c->start_time = obj->start_time;
 	}
-	obj->key_map = cache;
-	return 0;
+	*(__u32 *)&c->keys[idx] = *(__u32 *)&key;
+	barrier();
+	__tld_read_once(c->seq) = seq + 2;
 }
 
 /*
@@ -505,7 +574,7 @@ static __always_inline void *__tld_get_data(struct tld_object *obj, __u32 idx,
 					    const char *name, __u32 size)
 {
 	struct tld_map_value *value = obj->data_map;
-	struct tld_cached_key *key;
+	struct tld_cached_key key = {};
 	struct tld_meta_u *meta;
 	struct tld_data_u *page;
 	__u64 pos;	/* 64-bit for the verifier, as in __tld_fetch_key() */
@@ -513,20 +582,21 @@ static __always_inline void *__tld_get_data(struct tld_object *obj, __u32 idx,
 
 	if (idx >= TLD_KEY_CACHE_MAX || !obj->key_map)
 		return 0;
-	key = &obj->key_map->keys[idx];
 	page = value->data;
 	if (!page || size > __PAGE_SIZE)
 		return 0;
 
-	k = key->off;
-	if ((k > 0 && key->size < size) || k == __TLD_KEY_TOO_SMALL)
+	__tld_cache_load(obj, idx, &key);
+	k = key.off;
+	if ((k > 0 && key.size < size) || k == __TLD_KEY_TOO_SMALL)
 		return 0;
 	if (k <= 0) {
 		meta = value->meta;
 		/* Nothing to do unless slots were added since the last search. */
 		if (!meta || -k >= __tld_meta_cnt(meta))
 			return 0;
-		k = __tld_fetch_key(meta, name, -k, key, size);
+		k = __tld_fetch_key(meta, name, -k, &key, size);
+		__tld_cache_store(obj, idx, key);
 		if (k <= 0)
 			return 0;
 	}
@@ -558,18 +628,18 @@ static __always_inline void *__tld_get_data(struct tld_object *obj, __u32 idx,
  * @name: the key name, a string literal (at most TLD_NAME_LEN - 1 bytes)
  * @size: the size of the value in bytes; must be a compile-time constant
  *
- * The first call for a task searches the metadata page for @name and caches
- * the outcome in the task's tld_key_map entry. Once found, later calls use
- * the cached key with no search. While not found, the cache holds how many
+ * The first call for a process on a CPU searches the metadata page for
+ * @name and caches the outcome in this CPU's tld_key_map entry for the
+ * process. Once found, later calls use the cached key with no search. While not found, the cache holds how many
  * slots were searched, so a later call returns at once when no key was
  * added, and otherwise compares only the names of the slots added since. A
  * slot still being created (size 0) ends the search: its key and every later
  * one count as not created yet. Use one member per (name, size).
  *
  * The cache holds the offset of the key within the data area, not within
- * the page, so it stays right when the thread re-registers its block at
- * another place; it starts over when the task registers another metadata
- * page or exec's (tld_object_init()).
+ * the page, so it stays right for every thread of the process and when a
+ * thread re-registers its block at another place; it starts over for
+ * another metadata page, exec stamp or process.
  *
  * Return: a pointer to @size bytes inside the page holding the task's
  * block, to read (or write) with plain loads; NULL when @name is not

@@ -3,8 +3,8 @@
 //!
 //! 1. In-program loops (`tld_bench.bpf.c`, one `BPF_PROG_TEST_RUN` each):
 //!    a hash map lookup by tid, `tld_object_init()`, init + `tld_get_data()`,
-//!    a warm `tld_get_data()`, the task-storage lookups init makes (one,
-//!    two), and a cold `tld_get_data()` (a name search over 1, 16 and
+//!    a warm `tld_get_data()`, the task-storage lookup init makes, and a
+//!    cold `tld_get_data()` (a name search over 1, 16 and
 //!    63 keys, the key being the last). Each loop's time minus the empty
 //!    loop's, per iteration; the median of `ROUNDS` rounds, interleaved.
 //! 2. `tld top`'s sched_switch program under the kernel's run-time
@@ -61,7 +61,6 @@ fn in_program(quick: bool) {
         ("bench_init_get", "tld_object_init() + tld_get_data(): per event"),
         ("bench_warm_get", "tld_get_data(), warm key cache"),
         ("bench_storage1", "one bpf_task_storage_get() (tld_data_map)"),
-        ("bench_storage2", "two bpf_task_storage_get() (tld_data_map, tld_key_map)"),
     ];
     let mut per: Vec<Vec<f64>> = vec![Vec::new(); progs.len() + 3];
     for _ in 0..rounds {

@@ -746,3 +746,49 @@ fn newer_clang_build_reads_the_same() {
     }
     assert_eq!(old.dump_current().unwrap(), new.dump_current().unwrap());
 }
+
+/// The key cache is per CPU and shared by a process's threads: threads of
+/// one process registered with two metadata pages whose keys are in
+/// opposite orders (so a key's offset under one page is the other key's
+/// under the other) share every CPU's cache entry and evict each other's
+/// keys all the time, preempting each other mid-update. Every read must
+/// still be the thread's own value.
+#[test]
+fn key_cache_shared_by_contending_registrations() {
+    const THREADS: usize = 8;
+    const READS: usize = 400;
+    let Some(bpf) = load_or_skip("key_cache_shared_by_contending_registrations") else {
+        return;
+    };
+    let bpf = Arc::new(bpf);
+    let (a, _) = Meta::with_keys(&[("test_dyn_int", 4), ("test_static_int", 4)]);
+    let (b, _) = Meta::with_keys(&[("test_static_int", 4), ("test_dyn_int", 4)]);
+    let metas = Arc::new([a, b]);
+    let start = Arc::new(Barrier::new(THREADS));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|n| {
+            let (bpf, metas, start) = (bpf.clone(), metas.clone(), start.clone());
+            std::thread::spawn(move || {
+                let which = n % 2;
+                let data = Page::new();
+                // dyn_int = 100 + n, static_int = 200 + n, wherever they are.
+                let (dyn_at, static_at) = if which == 0 { (8, 16) } else { (16, 8) };
+                data.write_i32(dyn_at, 100 + n as i32);
+                data.write_i32(static_at, 200 + n as i32);
+                let _reg = register(bpf.data_map_fd(), data.addr(), metas[which].addr(), 8);
+                start.wait();
+                for i in 0..READS {
+                    let view = bpf.read_basic().unwrap();
+                    assert_eq!(
+                        (view.dyn_int, view.static_int),
+                        (Some(100 + n as i32), Some(200 + n as i32)),
+                        "thread {n} (page {which}), read {i}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+}

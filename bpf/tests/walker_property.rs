@@ -221,9 +221,11 @@ impl Model {
     }
 }
 
-/// Registers `c` by hand on a thread of its own (a fresh per-task key
-/// cache, as a new thread of an application has) and compares.
-fn check(bpf: &TestBpf, c: &Case, seed: u64, case: usize) {
+/// Registers `c` by hand on a thread of its own and compares. The pages
+/// go to `keep`, alive until the test ends: a process never frees a
+/// metadata page it registered (the key cache relies on it, DESIGN.md
+/// §7.2), so no later case may get the same page back.
+fn check(bpf: &TestBpf, c: &Case, seed: u64, case: usize, keep: &mut Vec<(Meta, Page)>) {
     let layout = bpf.layout();
     let meta = Meta::new();
     meta.page().write(0, &c.meta);
@@ -253,6 +255,7 @@ fn check(bpf: &TestBpf, c: &Case, seed: u64, case: usize) {
             }
         });
     });
+    keep.push((meta, data));
 }
 
 #[test]
@@ -270,9 +273,10 @@ fn walkers_match_the_model_on_random_pages() {
     for layout in [Layout::Value24, Layout::Value16] {
         let bpf = TestBpf::load_layout(layout).expect("loading the test programs");
         let mut rng = Rng(seed | 1);
+        let mut keep = Vec::new();
         for case in 0..cases {
             let c = generate(&mut rng, layout);
-            check(&bpf, &c, seed, case);
+            check(&bpf, &c, seed, case, &mut keep);
         }
     }
 }

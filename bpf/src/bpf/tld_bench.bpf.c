@@ -12,8 +12,8 @@
  *   event;
  * - warm_get: tld_get_data() with a warm key cache (one init before the
  *   loop);
- * - storage1, storage2: the task-storage lookups tld_object_init() makes
- *   (tld_data_map; then tld_key_map too), alone;
+ * - storage1: the task-storage lookup tld_object_init() makes
+ *   (tld_data_map), alone: the floor of init;
  * - cold_get: tld_get_data() with the key's cache entry emptied before each
  *   call: a name search over every slot up to the key's (the bench makes it
  *   the last of 1, 16 or 63 keys).
@@ -101,11 +101,5 @@ BENCH(bench_cold_get, if (ctx->err) return 0, {
 
 BENCH(bench_storage1, , {
 	if (bpf_task_storage_get(&tld_data_map, task, 0, 0))
-		hits++;
-})
-
-BENCH(bench_storage2, , {
-	if (bpf_task_storage_get(&tld_data_map, task, 0, 0) &&
-	    bpf_task_storage_get(&tld_key_map, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE))
 		hits++;
 })

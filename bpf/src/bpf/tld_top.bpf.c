@@ -4,7 +4,7 @@
  * (tp_btf/sched_switch) it charges the slice that just ended, if its task
  * belongs to the target process, to the value the task's key KEY holds at
  * that moment, read through tld.bpf.h (tld_object_init() + tld_get_data(),
- * with the per-task key cache) as any consumer would. The loader sets the
+ * with the key cache) as any consumer would. The loader sets the
  * target, the key's name and size in .rodata before loading.
  *
  * A thread is charged when it leaves the CPU: a thread that changes its

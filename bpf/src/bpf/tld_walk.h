@@ -77,7 +77,7 @@ struct tld_walk_key {
 static __always_inline int tld_walk_begin(struct tld_walk *w, struct task_struct *task,
 					  struct tld_map_value *v, __u32 max)
 {
-	__u64 start = 0;
+	__u64 start = 0, stamp;
 	__u32 n;
 
 	w->page = v->data;
@@ -96,7 +96,7 @@ static __always_inline int tld_walk_begin(struct tld_walk *w, struct task_struct
 	w->start = start < __PAGE_SIZE ? start : __PAGE_SIZE;
 	if (!w->meta)
 		return -1;
-	if (__tld_stale(task, w->meta)) {
+	if (__tld_stamp(task, w->meta, &stamp)) {
 		w->stale = 1;
 		return -1;
 	}

@@ -22,7 +22,7 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
-/* One member per key this program reads: its per-task key cache. */
+/* One member per key this program reads: its entry in the key cache. */
 struct tld_keys {
 	tld_key_t priority;
 	tld_key_t request_id;
