@@ -1056,6 +1056,31 @@ fn layout16_and_stale_registrations() {
     drop(reg);
 }
 
+/// The runtime registered with a 16-byte pin (page blocks, DESIGN.md
+/// §2.2, §2.4): `keys` and `dump` read every thread's values through the
+/// 16-byte build of the iterator, and `top` loads its 16-byte build.
+fn runtime_with_a_16_byte_pin() {
+    let dir = PinDir::new("rt16");
+    let map = pin(&dir, &["--layout", "16"]);
+    let path = map.to_str().unwrap();
+    let w = Workload::start(&map, None);
+    let pid = w.pid_str();
+    let keys = json_of(&tld(&["keys", &pid, "--path", path, "--json"]));
+    check_keys(&keys["keys"]);
+    let doc = json_of(&tld(&["dump", &pid, "--path", path, "--json"]));
+    check_keys(&doc["keys"]);
+    assert_eq!(doc["threads"].as_array().unwrap().len(), THREADS, "{doc}");
+    for t in doc["threads"].as_array().unwrap() {
+        let tid = t["tid"].as_i64().unwrap() as i32;
+        let i = w.tids.iter().position(|&x| x == tid).unwrap();
+        check_thread(t, tid, i, 0);
+    }
+    let top = json_of(&tld(&[
+        "top", &pid, "--by", "priority", "--interval", "0.1", "--count", "1", "--json", "--path", path,
+    ]));
+    assert_eq!(top["layout"], 16, "{top}");
+}
+
 struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
@@ -1104,6 +1129,7 @@ fn main() {
             "layout16_and_stale_registrations",
             layout16_and_stale_registrations,
         ),
+        ("runtime_with_a_16_byte_pin", runtime_with_a_16_byte_pin),
     ];
     let filter: Vec<String> = std::env::args()
         .skip(1)
