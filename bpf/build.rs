@@ -1,10 +1,15 @@
 //! Builds the BPF objects and their Rust skeletons into OUT_DIR: the test
-//! programs (`tld_test`) and the `tld` tool's task iterator (`tld_inspect`).
+//! programs (`tld_test`), the `tld` tool's task iterator (`tld_inspect`) and
+//! `tld top` program (`tld_top`), the cost benchmark (`tld_bench`), each
+//! also for the 16-byte map value (`*16`, built with `-DTLD_MAP_VALUE_16`),
+//! and the upstream-style 16-byte reader (`tld_upstream16`).
 //!
 //! 1. `vmlinux.h` is generated from the running kernel's BTF with bpftool
 //!    (`BPFTOOL` overrides the tool, `TLD_VMLINUX_BTF` the BTF file).
-//! 2. `src/bpf/<name>.bpf.c` is compiled with clang (`CLANG` overrides it)
-//!    and libbpf-cargo generates `<name>.skel.rs`, for each object.
+//! 2. `src/bpf/<source>.bpf.c` is compiled with clang (`CLANG` overrides it;
+//!    the upstream-style reader needs clang >= 15, `CLANG_UPSTREAM`, default
+//!    `clang-19`) and libbpf-cargo generates `<name>.skel.rs`, for each
+//!    object.
 //!
 //! The BPF side needs the page size at compile time (`__PAGE_SIZE`, see
 //! tld.bpf.h). It is the build host's page size unless `TLD_BPF_PAGE_SIZE`
@@ -18,14 +23,62 @@ use std::process::Command;
 
 use libbpf_cargo::SkeletonBuilder;
 
-/// The objects built, by name: `src/bpf/<name>.bpf.c` -> `<name>.skel.rs`.
-const OBJECTS: &[&str] = &["tld_test", "tld_inspect"];
+/// One BPF object: `src/bpf/<source>.bpf.c` built into `<name>.bpf.o` and
+/// `<name>.skel.rs`.
+struct Object {
+    name: &'static str,
+    source: &'static str,
+    /// Built with `-DTLD_MAP_VALUE_16`: reads maps of the 16-byte value.
+    value16: bool,
+    /// Built with `CLANG_UPSTREAM` (clang >= 15, default `clang-19`): the
+    /// upstream-style reader needs `struct X __uptr *` kept in BTF, and one
+    /// test build checks `tld.bpf.h` with that compiler too.
+    upstream_clang: bool,
+}
+
+const fn object(name: &'static str, source: &'static str, value16: bool) -> Object {
+    Object {
+        name,
+        source,
+        value16,
+        upstream_clang: false,
+    }
+}
+
+const OBJECTS: &[Object] = &[
+    object("tld_test", "tld_test", false),
+    object("tld_test16", "tld_test", true),
+    object("tld_inspect", "tld_inspect", false),
+    object("tld_inspect16", "tld_inspect", true),
+    object("tld_top", "tld_top", false),
+    object("tld_top16", "tld_top", true),
+    object("tld_bench", "tld_bench", false),
+    // tld.bpf.h as clang >= 15 compiles it (kept type tags, other BTF).
+    Object {
+        name: "tld_test_clang_upstream",
+        source: "tld_test",
+        value16: false,
+        upstream_clang: true,
+    },
+    Object {
+        name: "tld_upstream16",
+        source: "tld_upstream16",
+        value16: true,
+        upstream_clang: true,
+    },
+];
 const WATCHED: &[&str] = &[
     "src/bpf/tld_test.bpf.c",
     "src/bpf/tld_test.h",
     "src/bpf/tld_inspect.bpf.c",
     "src/bpf/tld_inspect.h",
+    "src/bpf/tld_top.bpf.c",
+    "src/bpf/tld_top.h",
+    "src/bpf/tld_bench.bpf.c",
+    "src/bpf/tld_upstream16.bpf.c",
+    "src/bpf/tld_upstream.h",
     "src/bpf/tld_walk.h",
+    "src/bpf/tld_prog.h",
     "tld.bpf.h",
 ];
 
@@ -33,7 +86,13 @@ fn main() {
     for path in WATCHED {
         println!("cargo:rerun-if-changed={path}");
     }
-    for var in ["BPFTOOL", "CLANG", "TLD_VMLINUX_BTF", "TLD_BPF_PAGE_SIZE"] {
+    for var in [
+        "BPFTOOL",
+        "CLANG",
+        "CLANG_UPSTREAM",
+        "TLD_VMLINUX_BTF",
+        "TLD_BPF_PAGE_SIZE",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
 
@@ -51,26 +110,36 @@ fn build(out_dir: &Path) -> Result<(), String> {
     println!("cargo:rustc-env=TLD_BPF_COMPILED_PAGE_SIZE={page_size}");
 
     let clang = env::var_os("CLANG").unwrap_or_else(|| "clang".into());
-    for name in OBJECTS {
-        let src = format!("src/bpf/{name}.bpf.c");
+    let upstream_clang = env::var_os("CLANG_UPSTREAM").unwrap_or_else(|| "clang-19".into());
+    for obj in OBJECTS {
+        let src = format!("src/bpf/{}.bpf.c", obj.source);
+        let (compiler, need, var) = if obj.upstream_clang {
+            (&upstream_clang, "clang 15 or newer", "CLANG_UPSTREAM")
+        } else {
+            (&clang, "clang 14 or newer", "CLANG")
+        };
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "-I".into(),
+            out_dir.as_os_str().to_owned(),
+            format!("-DTLD_BPF_PAGE_SIZE={page_size}").into(),
+            "-Wall".into(),
+            "-Werror".into(),
+        ];
+        if obj.value16 {
+            args.push("-DTLD_MAP_VALUE_16".into());
+        }
         SkeletonBuilder::new()
             .source(&src)
-            .obj(out_dir.join(format!("{name}.bpf.o")))
-            .clang(&clang)
-            .clang_args([
-                "-I".into(),
-                out_dir.as_os_str().to_owned(),
-                format!("-DTLD_TEST_PAGE_SIZE={page_size}").into(),
-                format!("-DTLD_BPF_PAGE_SIZE={page_size}").into(),
-                "-Wall".into(),
-                "-Werror".into(),
-            ])
-            .build_and_generate(out_dir.join(format!("{name}.skel.rs")))
+            .obj(out_dir.join(format!("{}.bpf.o", obj.name)))
+            .clang(compiler)
+            .clang_args(args)
+            .build_and_generate(out_dir.join(format!("{}.skel.rs", obj.name)))
             .map_err(|e| {
                 format!(
-                    "compiling {src} with {} failed (clang 14 or newer with the BPF target is \
-                     needed; set CLANG to pick another): {e:#}",
-                    clang.to_string_lossy()
+                    "compiling {src} into {} with {} failed ({need} with the BPF target is \
+                     needed; set {var} to pick another): {e:#}",
+                    obj.name,
+                    compiler.to_string_lossy()
                 )
             })?;
     }

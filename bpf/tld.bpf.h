@@ -14,17 +14,34 @@
  * thread's data block.
  *
  * This header has the same names and semantics as the BPF side of the task
- * local data library in the Linux BPF selftests (task_local_data.bpf.h, the
- * revision with a 16-bit key count and `start` in the map value), so a BPF
- * program written against that API builds unchanged against this one.
+ * local data library in the Linux BPF selftests (task_local_data.bpf.h), so a
+ * BPF program written against that API builds unchanged against this one. It
+ * reads either map layout (see WIRE LAYOUT): the 24-byte map value by
+ * default, the 16-byte value of the Linux tree when the program defines
+ * TLD_MAP_VALUE_16 before including it:
+ *
+ *	#define TLD_MAP_VALUE_16	// read maps of upstream's 16-byte layout
+ *	#include "tld.bpf.h"
+ *
+ * A tld application registers with maps of either layout, so a consumer
+ * built either way reads it; a process using upstream's user-space library
+ * registers 16-byte values only, so its consumers define TLD_MAP_VALUE_16.
+ *
+ * COMPILERS: clang 14 or newer builds either layout. The UPTR members point
+ * at typedefs because clang 14 drops a btf_type_tag on a pointer to a struct;
+ * with clang >= 15 that detour is harmless. Nothing here needs clang >= 15.
+ * The program must be built with vmlinux.h (task_struct, mm_struct: the exec
+ * check reads task->mm->arg_start) and loaded with CAP_BPF + CAP_PERFMON (as
+ * every tracing or sched_ext program is).
  *
  *
  * USAGE
  *
- * Before including this header, include vmlinux.h (or the kernel UAPI
- * headers) and, if the target does not use 4 KiB pages, define __PAGE_SIZE.
- * Define struct tld_keys, with one tld_key_t member per value the program
- * reads; it is the value of tld_key_map, the per-task cache of key offsets:
+ * Before including this header, include vmlinux.h and, if the target does
+ * not use 4 KiB pages, define __PAGE_SIZE. Define struct tld_keys (before or
+ * after the include), with one tld_key_t member per value the program reads
+ * (at most TLD_KEY_CACHE_MAX); each member names an entry of tld_key_map, the
+ * cache of key offsets (per CPU and process):
  *
  *	struct tld_keys {
  *		tld_key_t prio;
@@ -55,20 +72,38 @@
  * privilege, size a buffer or index memory without a bounds check; use it to
  * steer behaviour (scheduling priority, sampling, tracing), nothing more.
  * This header only guarantees that the pointers it returns stay inside the
- * pinned page.
+ * pinned page, cover no more than the key's slot, and belong to the task's
+ * current image.
  *
  *
- * WIRE LAYOUT (shared with the user-space runtime; P = page size)
+ * WIRE LAYOUT (DESIGN.md §2; shared with the user-space runtime; P = page
+ * size, all integers little-endian)
  *
- * Metadata page (one per process, P-aligned):
- *	u16 cnt @0		keys claimed (slots 0..cnt-1)
+ * Metadata page (one per process, P-aligned, P bytes):
+ *	u16 cnt @0		keys claimed (slots 0..cnt-1); a 16-byte map's
+ *				readers take only its low byte (u8), as upstream
  *	u16 size @2		data bytes every thread block holds
  *	slot i @4+64*i		char name[62], NUL padded; u16 size, 0 while the
- *				slot is claimed but not yet published
- * Thread block: an 8-byte header, then the data area. The key of slot i is
- * the sum of round_up(size_j, 8) for j < i: its value lives at
- * data + start + key, where `data` is the page-aligned page holding the
- * block and `start` (from the map value) the offset of the data area in it.
+ *				slot is claimed but not yet published (stored
+ *				last, with release order)
+ *	u64 stamp_magic @P-16	"TLDSTMP1" (0x31504d5453444c54) when stamped
+ *	u64 exec_stamp @P-8	mm->arg_start of the image that owns the page
+ *
+ * The key of slot i is the sum of round_up(size_j, 8) for j < i; a value
+ * lives at data + start + key, where `data` is the page-aligned page holding
+ * the thread's block and `start` the offset of its data area in that page.
+ *
+ * 24-byte map value (the default):
+ *	__uptr data @0, __uptr meta @8, u16 start @16, 6 zero bytes
+ * 16-byte map value (upstream's layout, with TLD_MAP_VALUE_16):
+ *	__uptr data @0, __uptr meta @8; `start` is the u64 at offset 0 of the
+ *	page `data` points at (a page block's header: 8 for tld)
+ *
+ * A map's BTF describes both pages as P bytes (full-page pointee types), so
+ * the verifier lets a reader check the stamp at P-16. A 16-byte map created
+ * by upstream's BPF header describes a shorter metadata type: programs built
+ * on this header do not load against it (create the map with
+ * `tld pin --layout 16`, or let this header create it).
  */
 
 #include <bpf/bpf_helpers.h>
@@ -94,9 +129,29 @@
 #define TLD_NAME_LEN 62
 #endif
 
-/* How often tld_object_init() retries creating the tld_key_map entry. */
+/*
+ * Accepted for source compatibility with upstream's header; unused: the key
+ * cache is per CPU and never created.
+ */
 #ifndef TLD_KEY_MAP_CREATE_RETRY
 #define TLD_KEY_MAP_CREATE_RETRY 10
+#endif
+
+/*
+ * Entries of the per-CPU key cache, one per process at a time (by tgid,
+ * modulo). Processes whose tgids collide on a CPU evict each other's keys
+ * (they are found again by a search); more entries, fewer collisions.
+ */
+#ifndef TLD_KEY_CACHE_WAYS
+#define TLD_KEY_CACHE_WAYS 64
+#endif
+
+/*
+ * Members struct tld_keys may have (the key cache holds one entry
+ * per member; tld_get_data() refuses to compile for a member past it).
+ */
+#ifndef TLD_KEY_CACHE_MAX
+#define TLD_KEY_CACHE_MAX 32
 #endif
 
 /* Linux errno values (asm-generic), for programs built without errno.h. */
@@ -112,9 +167,12 @@
 #define __uptr __attribute__((btf_type_tag("uptr")))
 #endif
 
+/* stamp_magic of a stamped metadata page: the bytes "TLDSTMP1". */
+#define TLD_STAMP_MAGIC 0x31504d5453444c54ULL
+
 /*
- * A key: the offset of a value in a thread's data area, or -errno. In
- * tld_key_map the same type caches lookups (see tld_get_data()).
+ * A key: the offset of a value in a thread's data area, or -errno. Programs
+ * declare one tld_key_t member of struct tld_keys per key they read.
  */
 typedef struct {
 	__s16 off;
@@ -129,19 +187,23 @@ struct tld_metadata {
 /* Number of metadata slots in a page: __PAGE_SIZE / 64 - 1 (63 on 4 KiB). */
 #define TLD_MAX_DATA_CNT (__PAGE_SIZE / sizeof(struct tld_metadata) - 1)
 
-/* The metadata page, as the `meta` UPTR sees it. */
+/* The metadata page, as the `meta` UPTR sees it: the whole page. */
 struct tld_meta_u {
-	__u16 cnt;	/* slots claimed; only ever grows */
+	__u16 cnt;	/* slots claimed; only ever grows (u8 for 16-byte maps) */
 	__u16 size;	/* data bytes per thread block */
 	struct tld_metadata metadata[TLD_MAX_DATA_CNT];
+	__u8 __reserved[__PAGE_SIZE - 4 - TLD_MAX_DATA_CNT * sizeof(struct tld_metadata) - 16];
+	__u64 stamp_magic;	/* TLD_STAMP_MAGIC, or 0: no stamp, skip the check */
+	__u64 exec_stamp;	/* mm->arg_start of the owning image */
 };
 
 /*
- * The page holding the thread's block, as the `data` UPTR sees it. Only its
- * size matters: the value of a key is at (void *)data + start + key.
+ * The page holding the thread's block, as the `data` UPTR sees it. For a
+ * 16-byte map, its first u64 is `start`; for a 24-byte map only the size
+ * matters. A value is at (void *)data + start + key.
  */
 struct tld_data_u {
-	__u64 unused;
+	__u64 start;
 	char data[__PAGE_SIZE - sizeof(__u64)];
 };
 
@@ -153,11 +215,13 @@ struct tld_data_u {
 typedef struct tld_data_u __tld_data_u_t;
 typedef struct tld_meta_u __tld_meta_u_t;
 
-/* Value of tld_data_map, written by user space (24 bytes). */
+/* Value of tld_data_map, written by user space. */
 struct tld_map_value {
 	__tld_data_u_t __uptr *data;	/* page-aligned page of the block */
 	__tld_meta_u_t __uptr *meta;	/* metadata page of the process */
+#ifndef TLD_MAP_VALUE_16
 	__u16 start;			/* data area offset in that page */
+#endif
 	/*
 	 * Zero bytes, never used. clang describes a struct reached only
 	 * through pointers as a forward declaration in BTF, and the kernel
@@ -170,9 +234,15 @@ struct tld_map_value {
 	struct tld_meta_u __btf_meta[0];
 };
 
-_Static_assert(sizeof(struct tld_map_value) == 24, "tld_map_value is 24 bytes");
+#ifdef TLD_MAP_VALUE_16
+_Static_assert(sizeof(struct tld_map_value) == 16, "the 16-byte tld_map_value");
+#else
+_Static_assert(sizeof(struct tld_map_value) == 24, "the 24-byte tld_map_value");
+#endif
 _Static_assert(sizeof(struct tld_data_u) == __PAGE_SIZE, "tld_data_u is one page");
-_Static_assert(sizeof(struct tld_meta_u) <= __PAGE_SIZE, "tld_meta_u fits a page");
+_Static_assert(sizeof(struct tld_meta_u) == __PAGE_SIZE, "tld_meta_u is one page");
+_Static_assert(__builtin_offsetof(struct tld_meta_u, stamp_magic) == __PAGE_SIZE - 16,
+	       "the stamp sits at the end of the metadata page");
 #if TLD_NAME_LEN == 62
 _Static_assert(sizeof(struct tld_metadata) == 64, "a metadata slot is 64 bytes");
 _Static_assert(__builtin_offsetof(struct tld_meta_u, metadata) == 4,
@@ -183,12 +253,47 @@ _Static_assert(__builtin_offsetof(struct tld_meta_u, metadata) == 4,
 struct tld_keys;
 
 /*
+ * One cached key: off > 0 is the key plus one, found in a slot of `size`
+ * bytes; off <= 0 means the first -off slots were searched in vain.
+ */
+struct tld_cached_key {
+	__s16 off;
+	__u16 size;
+};
+
+/*
+ * Value of tld_key_map: the keys this program's lookups found for one
+ * registration, indexed by the position of their member in struct tld_keys,
+ * and which registration that is: its metadata page, exec stamp and
+ * process. Keys are per process (one metadata page), so the threads of a
+ * process share an entry on each CPU.
+ *
+ * Programs on one CPU may interleave (a program preempted by another, or
+ * interrupted by one in NMI context), so an entry is read and written like a
+ * seqcount: `seq` is odd while one program writes, which it claims with a
+ * compare-and-swap from even to odd (BPF_CMPXCHG, which clang 14 emits at
+ * every -mcpu level); a reader takes what it read only when `seq` was even
+ * and unchanged around it; a program that finds the entry claimed neither
+ * waits nor writes: it searches, uncached.
+ */
+struct tld_key_cache {
+	__u64 seq;
+	__u64 meta;		/* kernel address of the metadata page, 0 = empty */
+	__u64 stamp;		/* its exec_stamp when stamped, else 0 */
+	__u64 start_time;	/* the process's start (its leader's), ns since boot */
+	struct tld_cached_key keys[TLD_KEY_CACHE_MAX];
+};
+
+/*
  * A program's handle on the TLD of one task, kept on the stack. Fill it with
  * tld_object_init(); do not touch its members.
  */
 struct tld_object {
 	struct tld_map_value *data_map;
-	struct tld_keys *key_map;
+	struct tld_key_cache *key_map;	/* this CPU's entry for the process */
+	__u64 meta;			/* the registration: as in tld_key_cache */
+	__u64 stamp;
+	__u64 start_time;
 };
 
 /* Per-task registration, created and updated by user space only. */
@@ -199,20 +304,98 @@ struct {
 	__type(value, struct tld_map_value);
 } tld_data_map SEC(".maps");
 
-/* Per-task cache of the keys this program looked up. */
+/* Per-CPU cache of the keys this program looked up. */
 struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct tld_keys);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TLD_KEY_CACHE_WAYS);
+	__type(key, __u32);
+	__type(value, struct tld_key_cache);
 } tld_key_map SEC(".maps");
 
 #define __tld_read_once(x) (*(volatile __typeof__(x) *)&(x))
 #define __tld_round_up8(x) (((x) + 7) & ~7)
 
 /*
- * Largest key offset a tld_key_t cache entry can hold. Keys beyond it exist
- * only with pages larger than 32 KiB; they still work, just uncached.
+ * The metadata cnt as this layout's readers take it: a 16-byte map's
+ * readers read a u8 (upstream's field), a 24-byte map's the u16.
+ */
+#ifdef TLD_MAP_VALUE_16
+#define __tld_meta_cnt(meta) ((__u32)__tld_read_once(*(__u8 *)&(meta)->cnt))
+#else
+#define __tld_meta_cnt(meta) ((__u32)__tld_read_once((meta)->cnt))
+#endif
+
+/*
+ * __tld_slot_name() - The name of slot @i, ordered after the load of its
+ * @size (DESIGN §2.1: a reader reads a name only after it saw the size
+ * non-zero, with acquire order).
+ *
+ * User space stores the size with release order after the name. On x86
+ * loads are not reordered with loads, but on arm64 a plain load of the name
+ * could be satisfied before the load of the size and return stale bytes: a
+ * search would then cache a permanent miss for a key that exists. BPF has a
+ * load-acquire instruction only with LLVM 21+ and Linux 6.15+; instead the
+ * address of the name is made to depend on the value of the size (the size
+ * AND 0, hidden from the compiler in an asm statement). CPUs order a load
+ * after the load its address depends on (every architecture Linux runs BPF
+ * on; the JITs emit the AND as a real instruction), which is the acquire
+ * order the walk needs, for free.
+ */
+static __always_inline const char *__tld_slot_name(struct tld_meta_u *meta, __u32 i, __u64 size)
+{
+	__u64 dep = size;
+
+	asm volatile("%[dep] &= 0" : [dep] "+r"(dep));
+	return (const char *)meta->metadata[i].name + dep;
+}
+
+/*
+ * __tld_stamp() - The exec stamp of @task's registration with metadata
+ * page @meta, in @stamp (0 for an unstamped page); -1 when the page is
+ * stamped by an image @task has since replaced with execve (DESIGN §5.5):
+ * its stamp is not the task's current mm->arg_start. An unstamped page
+ * (magic 0: upstream's library, or a stamp user space could not read) is
+ * never stale.
+ */
+static __always_inline int __tld_stamp(struct task_struct *task, struct tld_meta_u *meta,
+				       __u64 *stamp)
+{
+	struct mm_struct *mm;
+
+	*stamp = 0;
+	if (__tld_read_once(meta->stamp_magic) != TLD_STAMP_MAGIC)
+		return 0;
+	*stamp = __tld_read_once(meta->exec_stamp);
+	mm = task->mm;
+	/* A task without an address space (exiting) has no current image. */
+	return mm && *stamp == mm->arg_start ? 0 : -1;
+}
+
+/*
+ * The data area's offset in the data page: the map value's `start`, or for
+ * a 16-byte map the u64 at offset 0 of the page. Anything at or past the
+ * page is returned as is; callers bound it.
+ */
+static __always_inline __u64 __tld_data_start(struct tld_map_value *value, struct tld_data_u *page)
+{
+#ifdef TLD_MAP_VALUE_16
+	return __tld_read_once(page->start);
+#else
+	return value->start;
+#endif
+}
+
+/*
+ * A cache entry for a name whose slot is smaller than the size asked: a
+ * permanent miss (a name is unique, and a slot's size never changes), never
+ * searched again, so that even a page with duplicate names (garbage) gives
+ * the same answer every time.
+ */
+#define __TLD_KEY_TOO_SMALL (-0x8000)
+
+/*
+ * Largest key offset a cache entry can hold. Keys beyond it exist only with
+ * pages larger than 32 KiB; they still work, just uncached.
  */
 #define __TLD_CACHE_MAX 0x7ffe
 
@@ -223,37 +406,94 @@ struct {
  *	program argument, bpf_get_current_task_btf(), bpf_task_from_pid()...)
  * @obj: a struct tld_object on the caller's stack, filled on success
  *
- * Looks up the task's entry in tld_data_map without creating one, then gets
- * or creates the task's entry in tld_key_map, retrying the creation up to
- * TLD_KEY_MAP_CREATE_RETRY times (it can fail transiently: the kernel
- * refuses to re-enter task storage code on a CPU already inside it, and the
- * allocation can fail).
+ * Looks up the task's entry in tld_data_map without creating one, checks
+ * that it belongs to the task's current image, and finds this CPU's key
+ * cache entry for the task's process: one task-storage lookup in all.
  *
- * Return: 0 on success; -ENODATA if the task never published task local
- * data (no tld_data_map entry: the thread made no TLD access yet, it exited,
- * or its runtime did not attach this map); -ENOMEM if the tld_key_map entry
- * could not be created.
+ * Return: 0 on success; -ENODATA if the task has no task local data for
+ * this program: no tld_data_map entry (the thread made no TLD access yet, it
+ * exited, or its runtime did not attach this map), no metadata page, or an
+ * entry left by an image the task replaced with execve (DESIGN §5.5);
+ * -ENOMEM never (kept from upstream's API: its per-task cache could fail to
+ * be created).
  *
- * Context: any program type that may call bpf_task_storage_get(). @obj is
- * only valid within the current program invocation; do not store it.
+ * Context: any program type that may call bpf_task_storage_get() and read
+ * task->mm and task->group_leader. @obj is only valid within the current
+ * program invocation; do not store it.
  */
 __attribute__((unused))
-static int tld_object_init(struct task_struct *task, struct tld_object *obj)
+static __always_inline int tld_object_init(struct task_struct *task, struct tld_object *obj)
 {
-	int i;
+	struct tld_meta_u *meta;
+	__u32 way;
 
 	obj->key_map = 0;
 	obj->data_map = bpf_task_storage_get(&tld_data_map, task, 0, 0);
 	if (!obj->data_map)
 		return -ENODATA;
+	meta = obj->data_map->meta;
+	if (!meta || __tld_stamp(task, meta, &obj->stamp))
+		return -ENODATA;
+	obj->meta = (__u64)meta;
+	/*
+	 * A metadata page's address alone could be another process's page
+	 * reused; with the process's start time it cannot.
+	 */
+	obj->start_time = task->group_leader->start_time;
+	way = (__u32)task->tgid % TLD_KEY_CACHE_WAYS;
+	obj->key_map = bpf_map_lookup_elem(&tld_key_map, &way);
+	return obj->key_map ? 0 : -ENOMEM;
+}
 
-	for (i = 0; i < TLD_KEY_MAP_CREATE_RETRY; i++) {
-		obj->key_map = bpf_task_storage_get(&tld_key_map, task, 0,
-						    BPF_LOCAL_STORAGE_GET_F_CREATE);
-		if (obj->key_map)
-			return 0;
+/* Whether cache entry @c was learnt from @obj's registration. */
+static __always_inline int __tld_cache_is(struct tld_key_cache *c, struct tld_object *obj)
+{
+	return __tld_read_once(c->meta) == obj->meta && __tld_read_once(c->stamp) == obj->stamp &&
+	       __tld_read_once(c->start_time) == obj->start_time;
+}
+
+/*
+ * __tld_cache_load() - The cached key @idx of @obj's registration, in
+ * @out. Return: 1 when @out holds what this CPU learnt for the
+ * registration; 0 when nothing can be trusted (another registration's entry,
+ * or a program on this CPU is writing it): search from slot 0.
+ */
+static __always_inline int __tld_cache_load(struct tld_object *obj, __u32 idx,
+					    struct tld_cached_key *out)
+{
+	struct tld_key_cache *c = obj->key_map;
+	__u64 seq = __tld_read_once(c->seq);
+
+	if ((seq & 1) || !__tld_cache_is(c, obj))
+		return 0;
+	*(__u32 *)out = __tld_read_once(*(__u32 *)&c->keys[idx]);
+	barrier();
+	return __tld_read_once(c->seq) == seq;
+}
+
+/*
+ * __tld_cache_store() - Records @key as the cached key @idx of @obj's
+ * registration, emptying the entry first if it held another one. Skipped
+ * when another program on this CPU is writing the entry.
+ */
+static __always_inline void __tld_cache_store(struct tld_object *obj, __u32 idx,
+					      struct tld_cached_key key)
+{
+	struct tld_key_cache *c = obj->key_map;
+	__u64 seq = __tld_read_once(c->seq);
+
+	if ((seq & 1) || __sync_val_compare_and_swap(&c->seq, seq, seq + 1) != seq)
+		return;
+	barrier();
+	if (!__tld_cache_is(c, obj)) {
+		__builtin_memset(c->keys, 0, sizeof(c->keys));
+		c->meta = obj->meta;
+		c->stamp = obj->stamp;
+		c->start_time = obj->start_time;
 	}
-	return -ENOMEM;
+	*(__u32 *)&c->keys[idx] = *(__u32 *)&key;
+	barrier();
+	__tld_read_once(c->seq) = seq + 2;
 }
 
 /*
@@ -261,9 +501,10 @@ static int tld_object_init(struct task_struct *task, struct tld_object *obj)
  * (slots before it were searched by an earlier call and did not match),
  * and record the outcome in the cache entry @key.
  *
- * Return: the key offset of @name plus one (so that it is > 0) when found;
- * otherwise 0 or less. The cache then holds either that positive value or
- * -n, n being the number of slots known not to hold @name.
+ * Return: the key offset of @name plus one (so that it is > 0) when found in
+ * a slot of at least @size bytes; otherwise 0. The cache then holds either
+ * that positive value with the slot's size, __TLD_KEY_TOO_SMALL, or -n, n
+ * being the number of slots known not to hold @name.
  *
  * Not inlined: only cache misses call it, and each tld_get_data() site would
  * otherwise carry a copy of the loop.
@@ -275,7 +516,7 @@ static int tld_object_init(struct task_struct *task, struct tld_object *obj)
  */
 __attribute__((unused, noinline))
 static int __tld_fetch_key(struct tld_meta_u *meta, const char *name, int first,
-			   tld_key_t *key)
+			   struct tld_cached_key *key, __u32 want)
 {
 	/*
 	 * 64-bit on purpose: with a 32-bit offset clang bounds-checks a
@@ -283,10 +524,11 @@ static int __tld_fetch_key(struct tld_meta_u *meta, const char *name, int first,
 	 * bounded, and the loop's states stop converging.
 	 */
 	__u64 off = 0;
+	const char *slot_name;
 	__u32 size;
 	int i, cnt;
 
-	cnt = __tld_read_once(meta->cnt);
+	cnt = __tld_meta_cnt(meta);
 	if (cnt > TLD_MAX_DATA_CNT)
 		cnt = TLD_MAX_DATA_CNT;
 
@@ -298,18 +540,25 @@ static int __tld_fetch_key(struct tld_meta_u *meta, const char *name, int first,
 			key->off = -i;
 			return 0;
 		}
+		slot_name = __tld_slot_name(meta, i, size);
 		/*
-		 * Read the name only after the size. This compiler barrier
-		 * is enough on x86, where loads are not reordered with
-		 * loads. On weakly ordered CPUs a search racing with the
-		 * creation of the very key it looks for could read a stale
-		 * name and cache a miss; BPF load-acquire needs compilers
-		 * and kernels (6.15+) newer than this header targets.
+		 * The first byte first: a helper call per slot is most of the
+		 * cost. A volatile read: @name may be a `const volatile` array
+		 * set before load, whose initializer the compiler must not use.
 		 */
-		asm volatile("" ::: "memory");
-		if (i >= first && !bpf_strncmp(meta->metadata[i].name, TLD_NAME_LEN, name)) {
+		if (i >= first && slot_name[0] == *(const volatile char *)name &&
+		    !bpf_strncmp(slot_name, TLD_NAME_LEN, name)) {
+			if (size < want) {
+				key->off = __TLD_KEY_TOO_SMALL;
+				return 0;
+			}
 			/* Too big to cache: the next search starts at this slot. */
-			key->off = off <= __TLD_CACHE_MAX ? (__s16)(off + 1) : -i;
+			if (off <= __TLD_CACHE_MAX) {
+				key->off = (__s16)(off + 1);
+				key->size = size;
+			} else {
+				key->off = -i;
+			}
 			return off + 1;
 		}
 		off += __tld_round_up8(size);
@@ -321,36 +570,55 @@ static int __tld_fetch_key(struct tld_meta_u *meta, const char *name, int first,
 }
 
 /* Implementation of tld_get_data(); @size is a compile-time constant. */
-static __always_inline void *__tld_get_data(struct tld_object *obj, tld_key_t *key,
+static __always_inline void *__tld_get_data(struct tld_object *obj, __u32 idx,
 					    const char *name, __u32 size)
 {
 	struct tld_map_value *value = obj->data_map;
+	struct tld_cached_key key = {};
 	struct tld_meta_u *meta;
 	struct tld_data_u *page;
 	__u64 pos;	/* 64-bit for the verifier, as in __tld_fetch_key() */
 	int k;
 
+	if (idx >= TLD_KEY_CACHE_MAX || !obj->key_map)
+		return 0;
 	page = value->data;
 	if (!page || size > __PAGE_SIZE)
 		return 0;
 
-	k = key->off;
+	__tld_cache_load(obj, idx, &key);
+	k = key.off;
+	if ((k > 0 && key.size < size) || k == __TLD_KEY_TOO_SMALL)
+		return 0;
 	if (k <= 0) {
 		meta = value->meta;
 		/* Nothing to do unless slots were added since the last search. */
-		if (!meta || -k >= __tld_read_once(meta->cnt))
+		if (!meta || -k >= __tld_meta_cnt(meta))
 			return 0;
-		k = __tld_fetch_key(meta, name, -k, key);
+		k = __tld_fetch_key(meta, name, -k, &key, size);
+		__tld_cache_store(obj, idx, key);
 		if (k <= 0)
 			return 0;
 	}
 
-	pos = (__u64)value->start + (__u64)(k - 1);
+	pos = __tld_data_start(value, page);
+	if (pos >= __PAGE_SIZE)
+		return 0;
+	pos += (__u64)(k - 1);
 	barrier_var(pos);
 	if (pos > __PAGE_SIZE - size)
 		return 0;
 	return (void *)page + pos;
 }
+
+/*
+ * The cache entry of member @key of struct tld_keys. Fails to compile when
+ * struct tld_keys has more members than TLD_KEY_CACHE_MAX.
+ */
+#define __tld_key_index(key)							\
+	(__builtin_offsetof(struct tld_keys, key) / sizeof(tld_key_t) +		\
+	 0 * sizeof(char[__builtin_offsetof(struct tld_keys, key) /		\
+			 sizeof(tld_key_t) < TLD_KEY_CACHE_MAX ? 1 : -1]))
 
 /**
  * tld_get_data() - Get a pointer to a task local data value.
@@ -360,30 +628,29 @@ static __always_inline void *__tld_get_data(struct tld_object *obj, tld_key_t *k
  * @name: the key name, a string literal (at most TLD_NAME_LEN - 1 bytes)
  * @size: the size of the value in bytes; must be a compile-time constant
  *
- * The first call for a task searches the metadata page for @name and caches
- * the outcome in the task's tld_key_map entry. Once found, later calls use
- * the cached key with no search. While not found, the cache holds how many
+ * The first call for a process on a CPU searches the metadata page for
+ * @name and caches the outcome in this CPU's tld_key_map entry for the
+ * process. Once found, later calls use the cached key with no search. While not found, the cache holds how many
  * slots were searched, so a later call returns at once when no key was
  * added, and otherwise compares only the names of the slots added since. A
  * slot still being created (size 0) ends the search: its key and every later
- * one count as not created yet.
+ * one count as not created yet. Use one member per (name, size).
  *
  * The cache holds the offset of the key within the data area, not within
- * the page, so it stays right when the thread re-registers its block at
- * another place. It belongs to the task, and a process only ever appends
- * keys, so it stays right for the life of the process image (after an exec
- * the task keeps its cache; the new image normally creates its keys in the
- * same order).
+ * the page, so it stays right for every thread of the process and when a
+ * thread re-registers its block at another place; it starts over for
+ * another metadata page, exec stamp or process.
  *
  * Return: a pointer to @size bytes inside the page holding the task's
  * block, to read (or write) with plain loads; NULL when @name is not
- * published yet, when the task's data page is not registered, or when the
- * value would not lie entirely inside that page. The value is an untrusted
- * hint that user space may change concurrently (see SECURITY above).
+ * published yet, when its slot holds fewer than @size bytes, when the task's
+ * data page is not registered, or when the value would not lie entirely
+ * inside that page. The value is an untrusted hint that user space may
+ * change concurrently (see SECURITY above).
  *
  * Context: the same program invocation that called tld_object_init().
  */
 #define tld_get_data(obj, key, name, size) \
-	__tld_get_data((obj), &(obj)->key_map->key, (name), (size))
+	__tld_get_data((obj), __tld_key_index(key), (name), (size))
 
 #endif /* TLD_BPF_H */

@@ -4,8 +4,9 @@
 # with a C++ library and a Go library loaded RTLD_LOCAL, each its own copy of
 # the core, publishing hints from their own worker threads and from a Python
 # thread that calls all three), and shows what BPF reads of it: `tld status`,
-# `tld keys`, then `tld dump --watch 1` until the workload exits by itself
-# (DEMO_SECONDS, 10 by default). Unpins on exit, whatever happens.
+# `tld keys`, then `tld dump --watch 1` with `tld top --by priority` beside it
+# until the workload exits by itself (DEMO_SECONDS, 10 by default). Unpins on
+# exit, whatever happens.
 # Needs root (or CAP_BPF + CAP_PERFMON). Run by `make demo`, after the build
 # (target/debug/tld, target/venv, tests/mixed/build.sh).
 set -euo pipefail
@@ -46,11 +47,17 @@ done
 run "$TLD" status
 run "$TLD" keys "$pid"
 echo
-echo "\$ $TLD dump $pid --watch 1    # until the workload exits"
-# Ends by itself when the process exits (exit code 3); timeout is a safety net.
-timeout $((DEMO_SECONDS + 20)) "$TLD" dump "$pid" --watch 1 || true
+echo "\$ $TLD top $pid --by priority --interval 2 &   # beside the dump: CPU time per priority value"
+echo "\$ $TLD dump $pid --watch 1                     # until the workload exits"
+# Both end by themselves when the process exits (dump with exit code 3);
+# timeout is a safety net. top's lines carry a [top] prefix; the dump goes
+# through cat so that it does not clear the screen under them.
+timeout $((DEMO_SECONDS + 20)) "$TLD" top "$pid" --by priority --interval 2 2>&1 | sed -u 's/^/[top] /' &
+top_pid=$!
+timeout $((DEMO_SECONDS + 20)) "$TLD" dump "$pid" --watch 1 | cat || true
 wait "$pid"
 pid=
+wait "$top_pid" || true
 echo
 echo "\$ $TLD unpin"
 "$TLD" unpin

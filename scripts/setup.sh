@@ -3,10 +3,12 @@
 # mounts bpffs. Idempotent: does nothing that is already done.
 set -euo pipefail
 
-# clang compiles the BPF programs; libelf/zlib/pkg-config build the vendored
-# libbpf (libbpf-sys); bpftool generates vmlinux.h from the kernel's BTF;
-# cmake, ninja-build and libgtest-dev build and test the C++ binding (cpp/).
-packages=(clang llvm libelf-dev zlib1g-dev pkg-config bpftool make gcc g++ cmake ninja-build libgtest-dev)
+# clang compiles the BPF programs; clang-19 the upstream-style reader, whose
+# `struct X __uptr *` members need clang >= 15 (bpf/build.rs); libelf/zlib/
+# pkg-config build the vendored libbpf (libbpf-sys); bpftool generates
+# vmlinux.h from the kernel's BTF; cmake, ninja-build and libgtest-dev build
+# and test the C++ binding (cpp/).
+packages=(clang clang-19 llvm libelf-dev zlib1g-dev pkg-config bpftool make gcc g++ cmake ninja-build libgtest-dev)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -6,10 +6,18 @@
 //! also `tld.bpf.h`), garbage included, and insert the thread into the map:
 //!
 //! - [`Page`]: one anonymous, page-aligned, zeroed page of this process;
-//! - [`Meta`]: a [`Page`] written as a metadata page (`cnt`, `size`, slots);
+//! - [`Meta`]: a [`Page`] written as a metadata page (`cnt`, `size`, slots,
+//!   the exec stamp);
 //! - [`Registration`]: a thread's entry in a `tld_data_map` (the key is a
-//!   pidfd of the thread, the value [`map_value`]), deleted on drop;
-//! - [`register`]: registers the calling thread, in one call.
+//!   pidfd of the thread, the value [`map_value`] or [`map_value16`]),
+//!   deleted on drop;
+//! - [`register`] / [`register16`]: registers the calling thread, in one
+//!   call;
+//! - [`exec_stamp`]: this image's `mm->arg_start`, the stamp DESIGN.md §5.5
+//!   puts in the metadata page.
+//!
+//! For the 16-byte layout the data page is a page block: its first u64 is
+//! `start` (write it with [`Page::write_u64`]), the data area follows.
 //!
 //! Nothing here is used by the TLD runtime (the core has its own system
 //! call layer and must not depend on test code). The helpers panic on
@@ -122,6 +130,11 @@ impl Page {
         self.write(off, &value.to_ne_bytes());
     }
 
+    /// Writes `value` (native endian) at `off`.
+    pub fn write_u64(&self, off: usize, value: u64) {
+        self.write(off, &value.to_ne_bytes());
+    }
+
     /// Reads `len` bytes at `off`.
     ///
     /// # Panics
@@ -209,6 +222,48 @@ impl Meta {
     pub fn set_slot_size(&self, i: usize, size: u16) {
         self.0.write_u16(4 + 64 * i + NAME_LEN, size);
     }
+
+    /// Writes the exec stamp at the end of the page: `magic` at P - 16
+    /// ([`STAMP_MAGIC`] when set, 0 for none) and `stamp` at P - 8.
+    pub fn set_stamp(&self, magic: u64, stamp: u64) {
+        let p = page_size();
+        self.0.write_u64(p - 16, magic);
+        self.0.write_u64(p - 8, stamp);
+    }
+
+    /// Stamps the page with this image's [`exec_stamp`], as the runtime
+    /// does.
+    pub fn stamp_current(&self) {
+        self.set_stamp(STAMP_MAGIC, exec_stamp());
+    }
+}
+
+/// `stamp_magic` of a stamped metadata page: the bytes `"TLDSTMP1"`.
+pub const STAMP_MAGIC: u64 = u64::from_le_bytes(*b"TLDSTMP1");
+
+/// This image's `mm->arg_start`: field 48 of `/proc/self/stat` (DESIGN.md
+/// §5.5).
+///
+/// # Panics
+///
+/// When `/proc/self/stat` cannot be read or parsed.
+pub fn exec_stamp() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("reading /proc/self/stat");
+    // Fields after the command name (which may hold spaces), from field 3.
+    let rest = &stat[stat.rfind(')').expect("comm in /proc/self/stat") + 2..];
+    rest.split_whitespace()
+        .nth(48 - 3)
+        .and_then(|f| f.parse().ok())
+        .expect("field 48 (arg_start) of /proc/self/stat")
+}
+
+/// The 16-byte `tld_data_map` value: `data` and `meta` page addresses (0
+/// for a NULL UPTR); `start` lives in the data page.
+pub fn map_value16(data: u64, meta: u64) -> [u8; 16] {
+    let mut value = [0u8; 16];
+    value[0..8].copy_from_slice(&data.to_ne_bytes());
+    value[8..16].copy_from_slice(&meta.to_ne_bytes());
+    value
 }
 
 /// The 24-byte `tld_data_map` value: `data` and `meta` page addresses (0 for
@@ -256,10 +311,24 @@ impl<'a> Registration<'a> {
     /// What the kernel reports (for instance `EFAULT`/`EINVAL` for UPTRs it
     /// refuses to pin).
     pub fn update(&self, data: u64, meta: u64, start: u16) -> io::Result<()> {
-        let value = map_value(data, meta, start);
+        self.update_raw(&map_value(data, meta, start))
+    }
+
+    /// Creates or replaces the thread's entry in a 16-byte map with
+    /// [`map_value16`]`(data, meta)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Registration::update`].
+    pub fn update16(&self, data: u64, meta: u64) -> io::Result<()> {
+        self.update_raw(&map_value16(data, meta))
+    }
+
+    /// `value` must have the map's value size.
+    fn update_raw(&self, value: &[u8]) -> io::Result<()> {
         let key: i32 = self.pidfd.as_raw_fd();
         // SAFETY: key and value point at buffers of the map's key and value
-        // sizes (4 and 24 bytes).
+        // sizes (the caller matches the map's layout).
         let rc = unsafe {
             libbpf_rs::libbpf_sys::bpf_map_update_elem(
                 self.map.as_raw_fd(),
@@ -316,5 +385,22 @@ pub fn register(map: BorrowedFd<'_>, data: u64, meta: u64, start: u16) -> Regist
         Registration::new(map, tid).unwrap_or_else(|e| panic!("pidfd_open(PIDFD_THREAD): {e}"));
     reg.update(data, meta, start)
         .expect("registering the thread in tld_data_map");
+    reg
+}
+
+/// Registers the calling thread in the 16-byte `map`: `data`/`meta` are
+/// page addresses (0 for a NULL UPTR); `start` is the u64 at offset 0 of
+/// `data`, which the caller writes.
+///
+/// # Panics
+///
+/// When opening the pidfd or the map update fails.
+pub fn register16(map: BorrowedFd<'_>, data: u64, meta: u64) -> Registration<'_> {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let reg =
+        Registration::new(map, tid).unwrap_or_else(|e| panic!("pidfd_open(PIDFD_THREAD): {e}"));
+    reg.update16(data, meta)
+        .expect("registering the thread in a 16-byte tld_data_map");
     reg
 }

@@ -1,7 +1,8 @@
 //! The production loader behind the `tld` command-line tool: creates and
-//! pins `tld_data_map`, probes the kernel for UPTR support, and reads the
-//! task local data of live threads with the `tld_inspect` task iterator
-//! (`src/bpf/tld_inspect.bpf.c`).
+//! pins `tld_data_map` (either layout, [`Layout`]), probes the kernel for
+//! UPTR support, and reads the task local data of live threads with the
+//! `tld_inspect` task iterator (`src/bpf/tld_inspect.bpf.c`, built once per
+//! layout; the loader picks the build matching the pinned map).
 //!
 //! The iterator reuses the pinned map, walks each registered thread's
 //! metadata and data pages through the UPTRs of its map value, with no key
@@ -9,21 +10,25 @@
 //! It treats what it reads as untrusted: a `cnt` beyond the slot count is
 //! clamped ([`ThreadView::cnt_clamped`]), a slot still being written (size 0)
 //! ends the walk ([`ThreadView::unwritten_slot`]), a value running past the
-//! data page is reported without its bytes ([`KeyView::in_page`]). Nothing
-//! outside the two pinned pages is read.
+//! data page is reported without its bytes ([`KeyView::in_page`]), and an
+//! entry an `execve` left behind is reported as stale without its keys
+//! ([`ThreadView::stale`]). Nothing outside the two pinned pages is read.
 //!
 //! Thread and process ids are those of the initial pid namespace.
 
 use std::ffi::CStr;
 use std::fmt;
-use std::mem::{size_of, MaybeUninit};
+use std::mem::size_of;
+use std::os::fd::AsFd;
 use std::path::Path;
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, OpenObject};
+use libbpf_rs::{Link, Object};
 
-use crate::skels::tld_inspect::{types, OpenTldInspectSkel, TldInspectSkel, TldInspectSkelBuilder};
-use crate::{from_bytes, preflight, reuse_pinned_data_map, run_iter, Error, Loaded};
+use crate::skels::tld_inspect::types;
+use crate::{
+    from_bytes, load_object, objects, obj_pin, prog, run_iter, with_rodata, DataMap,
+    Error, Layout,
+};
 
 /// Bytes of a value the iterator copies out at most; longer values are
 /// reported truncated ([`KeyView::truncated`]).
@@ -35,6 +40,7 @@ const HAS_DATA: u32 = 0x1;
 const HAS_META: u32 = 0x2;
 const CNT_CLAMPED: u32 = 0x4;
 const UNWRITTEN: u32 = 0x8;
+const STALE: u32 = 0x10;
 
 /// One published key of one thread, as BPF sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,9 +84,12 @@ pub struct ThreadView {
     pub has_data: bool,
     /// The map value's `meta` UPTR is set (nothing is walked without it).
     pub has_meta: bool,
-    /// The map value's `start`.
+    /// The data area's offset in the data page: the map value's `start`,
+    /// or for a 16-byte map the u64 at offset 0 of the data page (reported
+    /// as the page size when it lies past the page).
     pub start: u16,
-    /// The metadata `cnt`, raw.
+    /// The metadata `cnt`, as the map's layout reads it (a u8 for 16-byte
+    /// maps).
     pub cnt: u16,
     /// The metadata `size`, raw.
     pub meta_size: u16,
@@ -91,6 +100,11 @@ pub struct ThreadView {
     /// The walk stopped at this slot, of size 0 (claimed, not yet published
     /// or garbage): it and every later slot were skipped.
     pub unwritten_slot: Option<u16>,
+    /// The metadata page carries an exec stamp other than the thread's
+    /// current `mm->arg_start`: the entry belongs to an image the thread
+    /// replaced with `execve` (DESIGN.md §5.5). Nothing was walked: its
+    /// keys and values are not the thread's.
+    pub stale: bool,
     /// Number of published slots walked.
     pub nr_keys: u16,
     /// The published keys in slot order (empty when the inspector was
@@ -109,37 +123,49 @@ pub struct Filter {
     pub keys: bool,
 }
 
-/// Opens the `tld_inspect` object with its program switched off, so that
-/// loading only creates the maps.
-fn with_maps_only<R>(
-    f: impl FnOnce(OpenTldInspectSkel<'_>) -> Result<R, Error>,
-) -> Result<R, Error> {
-    preflight()?;
-    let mut storage = MaybeUninit::<OpenObject>::uninit();
-    let mut open = TldInspectSkelBuilder::default()
-        .open(&mut storage)
-        .map_err(Error::bpf("opening the tld_inspect BPF object"))?;
-    open.progs.tld_inspect.set_autoload(false);
-    f(open)
+/// The `tld_inspect` build for `layout`.
+fn inspect_object(layout: Layout) -> &'static [u8] {
+    match layout {
+        Layout::Value24 => objects::INSPECT,
+        Layout::Value16 => objects::INSPECT16,
+    }
 }
 
-/// Creates a new `tld_data_map` (the definition of `tld.bpf.h`, with its
-/// UPTR BTF) and pins it at `path`, whose directory must exist on a bpffs.
-/// The pin gets the default mode; change it with `chmod`.
+/// Loads the `tld_inspect` object of `layout` with its program switched
+/// off, so that loading only creates the maps.
+fn maps_only(layout: Layout) -> Result<Object, Error> {
+    load_object(inspect_object(layout), "tld_inspect", |open| {
+        for mut p in open.progs_mut() {
+            p.set_autoload(false);
+        }
+        Ok(())
+    })
+}
+
+/// Creates a new `tld_data_map` of `layout` (the definition of
+/// `tld.bpf.h`, with its UPTR BTF describing full pages) and pins it at
+/// `path`, whose directory must exist on a bpffs. The pin gets the default
+/// mode; change it with `chmod`.
 ///
 /// # Errors
 ///
 /// [`Error::PermissionDenied`] without privileges; [`Error::Bpf`] when the
-/// kernel refuses the map (no UPTR support: Linux 6.13+ is needed) or the
-/// pin (the path exists, or is not on a bpffs).
-pub fn create_pinned_map(path: &Path) -> Result<(), Error> {
-    with_maps_only(|open| {
-        let mut skel = open.load().map_err(Error::bpf("creating tld_data_map"))?;
-        skel.maps.tld_data_map.pin(path).map_err(Error::bpf(format!(
-            "pinning tld_data_map at {}",
-            path.display()
-        )))
-    })
+/// kernel refuses the map (no UPTR support: Linux 6.13+ is needed; the `op`
+/// then starts with "creating") or the pin (the path exists, or is not on a
+/// bpffs; the `op` starts with "pinning").
+pub fn create_pinned_map(path: &Path, layout: Layout) -> Result<(), Error> {
+    let obj = maps_only(layout).map_err(|e| match e {
+        Error::Bpf { source, .. } => Error::Bpf {
+            op: format!("creating a {}-byte tld_data_map", layout.value_size()),
+            source,
+        },
+        other => other,
+    })?;
+    let map = crate::map(&obj, "tld_data_map");
+    obj_pin(map.as_fd(), path).map_err(Error::bpf(format!(
+        "pinning tld_data_map at {}",
+        path.display()
+    )))
 }
 
 /// Checks that the kernel can create a `tld_data_map` (task storage whose
@@ -150,34 +176,36 @@ pub fn create_pinned_map(path: &Path) -> Result<(), Error> {
 /// [`Error::PermissionDenied`] without privileges; [`Error::Bpf`] when the
 /// kernel refuses the map.
 pub fn probe_uptr() -> Result<(), Error> {
-    with_maps_only(|open| {
-        open.load()
-            .map(drop)
-            .map_err(Error::bpf("creating a task storage map with UPTRs"))
+    maps_only(Layout::Value24).map(drop).map_err(|e| match e {
+        Error::Bpf { source, .. } => Error::Bpf {
+            op: "creating a task storage map with UPTRs".into(),
+            source,
+        },
+        other => other,
     })
 }
 
 /// The `tld_inspect` iterator, loaded against a pinned `tld_data_map` and
 /// attached; [`Inspector::scan`] runs it.
 pub struct Inspector {
-    /// The link and the skeleton, dropped in that order (tuple order).
-    loaded: Loaded<(Link, TldInspectSkel<'static>)>,
+    /// Dropped before the object (field order).
+    link: Link,
+    _obj: Object,
+    layout: Layout,
 }
-
-// SAFETY: the object storage of `loaded` is only touched when it is
-// dropped; the skeleton and link are plain file descriptors.
-unsafe impl Send for Inspector {}
 
 impl fmt::Debug for Inspector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Inspector").finish_non_exhaustive()
+        f.debug_struct("Inspector")
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
     }
 }
 
 impl Inspector {
     /// Loads the iterator sharing the `tld_data_map` pinned at `pinned`
-    /// (libbpf's reuse of a pinned map), reporting the threads `filter`
-    /// selects.
+    /// (libbpf's reuse of a pinned map), built for that map's layout,
+    /// reporting the threads `filter` selects.
     ///
     /// # Errors
     ///
@@ -186,36 +214,29 @@ impl Inspector {
     /// [`Error::Bpf`] when `pinned` does not hold a compatible map or the
     /// program is refused.
     pub fn open(pinned: &Path, filter: Filter) -> Result<Self, Error> {
+        let target = DataMap::Pinned(pinned);
+        let layout = target.layout(Layout::Value24)?;
+        let obj = load_object(inspect_object(layout), "tld_inspect", |open| {
+            with_rodata(open, |r: &mut types::rodata| {
+                r.target_tgid = filter.tgid;
+                r.target_tid = filter.tid;
+                r.emit_keys = i32::from(filter.keys);
+            })?;
+            target.apply(open)
+        })?;
+        let link = prog(&obj, "tld_inspect")
+            .attach()
+            .map_err(Error::bpf("attaching the tld_inspect task iterator"))?;
         Ok(Inspector {
-            loaded: Loaded::new(|storage| Self::load(storage, pinned, filter))?,
+            link,
+            _obj: obj,
+            layout,
         })
     }
 
-    fn load(
-        storage: &'static mut MaybeUninit<OpenObject>,
-        pinned: &Path,
-        filter: Filter,
-    ) -> Result<(Link, TldInspectSkel<'static>), Error> {
-        let mut open = TldInspectSkelBuilder::default()
-            .open(storage)
-            .map_err(Error::bpf("opening the tld_inspect BPF object"))?;
-        let rodata =
-            open.maps.rodata_data.as_deref_mut().ok_or_else(|| {
-                Error::Unsupported("the tld_inspect object has no .rodata".into())
-            })?;
-        rodata.target_tgid = filter.tgid;
-        rodata.target_tid = filter.tid;
-        rodata.emit_keys = i32::from(filter.keys);
-        reuse_pinned_data_map(&mut open.maps.tld_data_map, pinned)?;
-        let skel = open
-            .load()
-            .map_err(Error::bpf("loading the tld_inspect task iterator"))?;
-        let link = skel
-            .progs
-            .tld_inspect
-            .attach()
-            .map_err(Error::bpf("attaching the tld_inspect task iterator"))?;
-        Ok((link, skel))
+    /// The layout of the map this inspector reads.
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 
     /// Runs the iterator over every task once and returns the registered
@@ -226,7 +247,7 @@ impl Inspector {
     /// [`Error::Bpf`] when running the iterator fails, or its output is
     /// malformed.
     pub fn scan(&self) -> Result<Vec<ThreadView>, Error> {
-        parse(&run_iter(&self.loaded.0, "tld_inspect")?)
+        parse(&run_iter(&self.link, "tld_inspect")?)
     }
 }
 
@@ -306,6 +327,7 @@ fn parse(mut out: &[u8]) -> Result<Vec<ThreadView>, Error> {
                     max_slots: t.max_slots,
                     cnt_clamped: t.flags & CNT_CLAMPED != 0,
                     unwritten_slot: (t.flags & UNWRITTEN != 0).then_some(t.stop_slot),
+                    stale: t.flags & STALE != 0,
                     nr_keys: t.nr_keys,
                     keys: std::mem::take(&mut pending),
                 });

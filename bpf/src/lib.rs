@@ -12,10 +12,15 @@
 //!   [`TestBpf::read_basic`] goes through the public header API,
 //!   [`TestBpf::dump_current`] / [`TestBpf::dump_tid`] walk the raw metadata
 //!   of any thread, and [`TestBpf::count_registered`] counts the registered
-//!   threads of a process with a task iterator.
+//!   threads of a process with a task iterator. Built for either map layout
+//!   ([`Layout`]).
+//! - [`upstream`]: a reader of the 16-byte layout that works the way the BPF
+//!   side of upstream's library does, with key names and sizes chosen at
+//!   run time.
 //! - [`inspect`]: the production loader of the `tld` command-line tool: it
 //!   creates and pins `tld_data_map` and reads any process's task local data
-//!   with a generic task iterator.
+//!   with a generic task iterator; [`top`]: the `tld top` program, on
+//!   `sched_switch`.
 //! - [`hand`]: test support for registering threads by hand (pages written
 //!   byte by byte, no TLD runtime), shared by the tests of this crate and of
 //!   the `tld` tool.
@@ -31,15 +36,13 @@
 use std::ffi::CStr;
 use std::fmt;
 use std::io::Read;
-use std::mem::{offset_of, size_of, ManuallyDrop, MaybeUninit};
+use std::mem::{offset_of, size_of};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
-use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Iter, Link, MapCore, MapFlags, OpenObject, ProgramInput};
+use libbpf_rs::{Iter, Link, MapCore, MapFlags, Object, ObjectBuilder, OpenObject, ProgramInput};
 
 /// The skeletons libbpf-cargo generates (see build.rs), one module per
 /// BPF object.
@@ -60,17 +63,109 @@ mod skels {
     pub(crate) mod tld_inspect {
         include!(concat!(env!("OUT_DIR"), "/tld_inspect.skel.rs"));
     }
+    pub(crate) mod tld_top {
+        include!(concat!(env!("OUT_DIR"), "/tld_top.skel.rs"));
+    }
+    pub(crate) mod tld_bench {
+        include!(concat!(env!("OUT_DIR"), "/tld_bench.skel.rs"));
+    }
+    pub(crate) mod tld_upstream16 {
+        include!(concat!(env!("OUT_DIR"), "/tld_upstream16.skel.rs"));
+    }
 }
 
+/// The compiled BPF objects (see build.rs), loaded through libbpf's object
+/// API so that one loader serves both builds of a source. The skeletons
+/// above provide the types of their records, which both builds share.
+pub(crate) mod objects {
+    macro_rules! object {
+        ($name:literal) => {
+            include_bytes!(concat!(env!("OUT_DIR"), "/", $name, ".bpf.o"))
+        };
+    }
+    pub(crate) static TEST: &[u8] = object!("tld_test");
+    pub(crate) static TEST16: &[u8] = object!("tld_test16");
+    pub(crate) static TEST_CLANG_UPSTREAM: &[u8] = object!("tld_test_clang_upstream");
+    pub(crate) static INSPECT: &[u8] = object!("tld_inspect");
+    pub(crate) static INSPECT16: &[u8] = object!("tld_inspect16");
+    pub(crate) static TOP: &[u8] = object!("tld_top");
+    pub(crate) static TOP16: &[u8] = object!("tld_top16");
+    pub(crate) static BENCH: &[u8] = object!("tld_bench");
+    pub(crate) static UPSTREAM16: &[u8] = object!("tld_upstream16");
+}
+
+pub mod bench;
 pub mod hand;
 pub mod inspect;
+pub mod top;
+pub mod upstream;
 
-use skels::tld_test::{types, TldTestSkel, TldTestSkelBuilder};
+use skels::tld_test::types;
 
 /// The page size the BPF programs were compiled for (`__PAGE_SIZE` in
 /// `tld.bpf.h`). [`TestBpf::load`] refuses to run on a kernel whose page
 /// size differs.
 pub const COMPILED_PAGE_SIZE: usize = parse_usize(env!("TLD_BPF_COMPILED_PAGE_SIZE"));
+
+/// The layout of a `tld_data_map`'s value (DESIGN.md §2.3, §2.4), chosen
+/// per map by its value size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// 24 bytes: `data`, `meta`, `u16 start` (tld's default).
+    #[default]
+    Value24,
+    /// 16 bytes: `data`, `meta`; `start` is the u64 at offset 0 of the data
+    /// page (upstream's layout in the Linux tree).
+    Value16,
+}
+
+impl Layout {
+    /// The map's value size in bytes.
+    pub fn value_size(self) -> u32 {
+        match self {
+            Layout::Value24 => 24,
+            Layout::Value16 => 16,
+        }
+    }
+
+    /// The layout of a map whose value has `size` bytes, if any.
+    pub fn from_value_size(size: u32) -> Option<Layout> {
+        match size {
+            24 => Some(Layout::Value24),
+            16 => Some(Layout::Value16),
+            _ => None,
+        }
+    }
+
+    /// The layout of the map behind `fd`, by its value size.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bpf`] when the map's info cannot be read or its value size
+    /// is neither 24 nor 16 (`EINVAL`).
+    pub fn of_map(fd: BorrowedFd<'_>) -> Result<Layout, Error> {
+        let info = libbpf_rs::MapInfo::new(fd).map_err(Error::bpf("reading a map's info"))?;
+        Layout::from_value_size(info.info.value_size).ok_or_else(|| Error::Bpf {
+            op: format!(
+                "map {:?} has a {}-byte value, neither tld layout (24 or 16 bytes)",
+                info.name().unwrap_or("?"),
+                info.info.value_size
+            ),
+            source: libbpf_rs::Error::from_raw_os_error(libc::EINVAL),
+        })
+    }
+
+    /// The layout of the map pinned at `path`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Layout::of_map`], and [`Error::Bpf`] when nothing is pinned there.
+    pub fn of_pinned(path: &Path) -> Result<Layout, Error> {
+        let map = libbpf_rs::MapHandle::from_pinned_path(path)
+            .map_err(Error::bpf(format!("opening the map pinned at {}", path.display())))?;
+        Layout::of_map(map.as_fd())
+    }
+}
 
 /// Metadata slots [`TestBpf::dump_current`] reports at most (63 exist on
 /// 4 KiB pages).
@@ -214,6 +309,10 @@ pub struct BasicView {
     pub dyn_struct: Option<[u8; 32]>,
     /// Whether `"test_never_created"` was found (it should never be).
     pub never_created_found: bool,
+    /// Whether `"test_dyn_int"` (4 bytes) was returned when 8 bytes were
+    /// asked, by a search or through the key cached for 4 bytes (it must
+    /// never be: DESIGN.md §2.6 step 4).
+    pub too_big_found: bool,
 }
 
 /// What `dump_task` saw of one thread, without creating anything.
@@ -227,7 +326,9 @@ pub struct TaskDump {
     /// The entry's `meta` UPTR is set. Nothing below `start` is read
     /// without it.
     pub has_meta: bool,
-    /// The entry's `start`: offset of the data area in the data page.
+    /// The entry's `start`: offset of the data area in the data page (for a
+    /// 16-byte map, the u64 at offset 0 of the data page, reported as the
+    /// page size when it lies past it).
     pub start: u16,
     /// The metadata `cnt`, as read (garbage is reported as is).
     pub cnt: u16,
@@ -238,6 +339,10 @@ pub struct TaskDump {
     pub keys: Vec<KeyDump>,
     /// The walk ended at a slot of size 0 (claimed, not published yet).
     pub stopped_at_unwritten: bool,
+    /// The metadata page carries an exec stamp that is not the thread's
+    /// current `mm->arg_start`: the entry belongs to an image the thread
+    /// replaced with `execve` (DESIGN.md §5.5), and nothing was walked.
+    pub stale: bool,
 }
 
 /// One published metadata slot, as `dump_task` saw it.
@@ -286,66 +391,64 @@ impl TestMap {
     }
 }
 
-/// A loaded skeleton, with whatever else borrows its libbpf object (`T`),
-/// together with the heap storage of that object, which `T` borrows for
-/// `'static` and which is freed after `T` is dropped.
-pub(crate) struct Loaded<T> {
-    /// Borrows `object`, so it is dropped first.
-    value: ManuallyDrop<T>,
-    /// Heap storage for the libbpf object, freed in `drop` after `value`.
-    /// Only touched there.
-    object: NonNull<MaybeUninit<OpenObject>>,
+/// Opens the BPF object `bytes` (`what` names it in errors), lets
+/// `configure` set it up (reuse a map, set read-only data, switch programs
+/// off), and loads it.
+pub(crate) fn load_object(
+    bytes: &[u8],
+    what: &str,
+    configure: impl FnOnce(&mut OpenObject) -> Result<(), Error>,
+) -> Result<Object, Error> {
+    preflight()?;
+    let mut open = ObjectBuilder::default()
+        .open_memory(bytes)
+        .map_err(Error::bpf(format!("opening the {what} BPF object")))?;
+    configure(&mut open)?;
+    open.load().map_err(Error::bpf(format!(
+        "loading the {what} BPF programs (TLD_DEBUG=1 or the libbpf log shows the verifier's reasons)"
+    )))
 }
 
-impl<T> Loaded<T> {
-    /// Runs [`preflight`], then `load` with storage for the libbpf object
-    /// that lives as long as the result: `load` opens the skeleton in it,
-    /// and may keep nothing borrowing it but what it returns.
-    pub(crate) fn new(
-        load: impl FnOnce(&'static mut MaybeUninit<OpenObject>) -> Result<T, Error>,
-    ) -> Result<Self, Error> {
-        preflight()?;
-        let object = NonNull::from(Box::leak(Box::new(MaybeUninit::<OpenObject>::uninit())));
-        // SAFETY: the storage lives until `drop` frees it, after the
-        // value, or below on failure, after the failed skeleton is gone.
-        let storage: &'static mut MaybeUninit<OpenObject> = unsafe { &mut *object.as_ptr() };
-        match load(storage) {
-            Ok(value) => Ok(Loaded {
-                value: ManuallyDrop::new(value),
-                object,
-            }),
-            Err(err) => {
-                // SAFETY: load returned, so nothing borrows the storage.
-                drop(unsafe { Box::from_raw(object.as_ptr()) });
-                Err(err)
-            }
-        }
-    }
+/// The map `name` of an open object.
+pub(crate) fn open_map<'a>(
+    open: &'a mut OpenObject,
+    name: &str,
+) -> Result<libbpf_rs::OpenMapMut<'a>, Error> {
+    open.maps_mut()
+        .find(|m| m.name() == name || m.name().to_str().is_some_and(|n| n.ends_with(name)))
+        .ok_or_else(|| Error::Unsupported(format!("the BPF object has no map {name}")))
 }
 
-impl<T> std::ops::Deref for Loaded<T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        &self.value
-    }
+/// The read-only data (`.rodata`) of an open object, as its skeleton type.
+pub(crate) fn with_rodata<T: Copy>(
+    open: &mut OpenObject,
+    set: impl FnOnce(&mut T),
+) -> Result<(), Error> {
+    let mut map = open_map(open, ".rodata")?;
+    let bytes = map
+        .initial_value_mut()
+        .ok_or_else(|| Error::Unsupported("the BPF object has no .rodata".into()))?;
+    let mut value: T = from_bytes(bytes);
+    set(&mut value);
+    // SAFETY: T is a skeleton's plain-data struct for this section.
+    let raw = unsafe { std::slice::from_raw_parts((&value as *const T).cast::<u8>(), size_of::<T>()) };
+    let n = raw.len().min(bytes.len());
+    bytes[..n].copy_from_slice(&raw[..n]);
+    Ok(())
 }
 
-impl<T> std::ops::DerefMut for Loaded<T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.value
-    }
+/// The map `name` of a loaded object (one of ours: it exists).
+pub(crate) fn map<'a>(obj: &'a Object, name: &str) -> libbpf_rs::Map<'a> {
+    obj.maps()
+        .find(|m| m.name() == name || m.name().to_str().is_some_and(|n| n.ends_with(name)))
+        .unwrap_or_else(|| panic!("the BPF object has no map {name}"))
 }
 
-impl<T> Drop for Loaded<T> {
-    fn drop(&mut self) {
-        // SAFETY: the value is dropped exactly once, here, before the
-        // storage it borrows; `object` came from Box::leak in `new`.
-        unsafe {
-            ManuallyDrop::drop(&mut self.value);
-            drop(Box::from_raw(self.object.as_ptr()));
-        }
-    }
+/// The program `name` of a loaded object (one of ours: it exists).
+pub(crate) fn prog<'a>(obj: &'a Object, name: &str) -> libbpf_rs::ProgramMut<'a> {
+    obj.progs_mut()
+        .find(|p| p.name() == name)
+        .unwrap_or_else(|| panic!("the BPF object has no program {name}"))
 }
 
 /// Makes `map`, the `tld_data_map` of an object about to be loaded, reuse
@@ -364,6 +467,40 @@ pub(crate) fn reuse_pinned_data_map(
     map.reuse_pinned_map(path).map_err(Error::bpf(op()))
 }
 
+/// Where a loader finds its `tld_data_map`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum DataMap<'a> {
+    /// A new map of its own.
+    Own,
+    /// The map pinned at this path.
+    Pinned(&'a Path),
+    /// The map behind this fd.
+    Fd(BorrowedFd<'a>),
+}
+
+impl DataMap<'_> {
+    /// Points the open object's `tld_data_map` at this map.
+    pub(crate) fn apply(self, open: &mut OpenObject) -> Result<(), Error> {
+        let mut map = open_map(open, "tld_data_map")?;
+        match self {
+            DataMap::Own => Ok(()),
+            DataMap::Pinned(path) => reuse_pinned_data_map(&mut map, path),
+            DataMap::Fd(fd) => map
+                .reuse_fd(fd)
+                .map_err(Error::bpf("reusing a tld_data_map by fd")),
+        }
+    }
+
+    /// The layout of this map, or `own` for a new one.
+    pub(crate) fn layout(self, own: Layout) -> Result<Layout, Error> {
+        match self {
+            DataMap::Own => Ok(own),
+            DataMap::Pinned(path) => Layout::of_pinned(path),
+            DataMap::Fd(fd) => Layout::of_map(fd),
+        }
+    }
+}
+
 /// Runs the task iterator behind `link` over every task and returns what it
 /// wrote; `what` names it in errors.
 pub(crate) fn run_iter(link: &Link, what: &str) -> Result<Vec<u8>, Error> {
@@ -376,35 +513,47 @@ pub(crate) fn run_iter(link: &Link, what: &str) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
-/// The test programs, loaded into the kernel.
-///
-/// Every method takes `&self` except [`TestBpf::pin_data_map`], and may be
-/// called from many threads at once.
-pub struct TestBpf {
-    /// The loaded skeleton. Dropped first (the link below does not need it).
-    skel: Loaded<TldTestSkel<'static>>,
-    /// Next `dumps` entry to use: each dump call gets its own.
-    next_slot: AtomicU32,
-    /// Serializes count_registered (its input and outputs are globals) and
-    /// holds its iterator link once created.
-    iter_link: Mutex<Option<Link>>,
+/// Runs the syscall program `prog` with `ctx` as its context; the kernel
+/// copies the context back, so `ctx` holds what the program wrote.
+pub(crate) fn run_syscall<T: Copy>(obj: &Object, name: &str, ctx: &mut T) -> Result<(), Error> {
+    // SAFETY: T is one of the skeletons' plain-data context structs,
+    // without implicit padding, for which any byte pattern is valid.
+    let bytes =
+        unsafe { std::slice::from_raw_parts_mut((ctx as *mut T).cast::<u8>(), size_of::<T>()) };
+    let input = ProgramInput {
+        context_in: Some(bytes),
+        ..Default::default()
+    };
+    prog(obj, name)
+        .test_run(input)
+        .map_err(Error::bpf(format!("running {name}")))?;
+    Ok(())
 }
 
-// SAFETY: the object storage of `skel` is only touched when it is dropped;
-// the skeleton is Send + Sync, the atomic and the mutex are too.
-unsafe impl Send for TestBpf {}
-// SAFETY: `&self` methods only issue bpf() system calls on the skeleton's
-// file descriptors, and serialize the one that uses globals with a mutex.
-unsafe impl Sync for TestBpf {}
+/// The test programs, loaded into the kernel.
+///
+/// Every method but [`TestBpf::pin_data_map`] takes `&self`, and may be
+/// called from many threads at once.
+pub struct TestBpf {
+    /// The loaded object. Dropped after the link below (field order).
+    iter_link: Mutex<Option<Link>>,
+    obj: Object,
+    layout: Layout,
+    /// Next `dumps` entry to use: each dump call gets its own.
+    next_slot: AtomicU32,
+}
 
 impl fmt::Debug for TestBpf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TestBpf").finish_non_exhaustive()
+        f.debug_struct("TestBpf")
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
     }
 }
 
 impl TestBpf {
-    /// Loads the test programs with a new, empty `tld_data_map`.
+    /// Loads the test programs with a new, empty `tld_data_map` of the
+    /// 24-byte layout.
     ///
     /// # Errors
     ///
@@ -414,49 +563,96 @@ impl TestBpf {
     /// verifier rejects the object (for instance a kernel older than 6.13,
     /// without UPTRs; libbpf prints the verifier log to stderr).
     pub fn load() -> Result<Self, Error> {
-        Self::open(None)
+        Self::open(DataMap::Own, Layout::Value24)
+    }
+
+    /// Loads the test programs built for `layout` (`tld.bpf.h` with or
+    /// without `TLD_MAP_VALUE_16`), with a new, empty `tld_data_map` of
+    /// that layout.
+    ///
+    /// # Errors
+    ///
+    /// As [`TestBpf::load`].
+    pub fn load_layout(layout: Layout) -> Result<Self, Error> {
+        Self::open(DataMap::Own, layout)
     }
 
     /// Loads the test programs sharing the `tld_data_map` pinned at `pinned`
-    /// (by [`TestBpf::pin_data_map`], or by any loader of a map with the
-    /// same definition), so that applications registering with the pinned
-    /// map are visible to these programs.
+    /// (by [`TestBpf::pin_data_map`], `tld pin`, or any loader of a map with
+    /// the same definition), built for that map's layout, so that
+    /// applications registering with the pinned map are visible to these
+    /// programs.
     ///
     /// # Errors
     ///
     /// As [`TestBpf::load`], plus [`Error::Bpf`] when `pinned` does not hold
     /// a compatible map.
     pub fn load_reusing(pinned: &Path) -> Result<Self, Error> {
-        Self::open(Some(pinned))
+        let target = DataMap::Pinned(pinned);
+        Self::open(target, target.layout(Layout::Value24)?)
     }
 
-    fn open(pinned: Option<&Path>) -> Result<Self, Error> {
+    /// Loads the test programs sharing the `tld_data_map` behind `fd` (for
+    /// instance an [`upstream::UpstreamReader`]'s 16-byte map), built for
+    /// that map's layout.
+    ///
+    /// # Errors
+    ///
+    /// As [`TestBpf::load_reusing`].
+    pub fn load_reusing_fd(fd: BorrowedFd<'_>) -> Result<Self, Error> {
+        let target = DataMap::Fd(fd);
+        Self::open(target, target.layout(Layout::Value24)?)
+    }
+
+    /// Loads the test programs (24-byte layout, a new map) as clang >= 15
+    /// compiled them (`CLANG_UPSTREAM` in the build, `clang-19` by
+    /// default), where the other loaders use clang 14's build: `tld.bpf.h`
+    /// is checked with both compilers.
+    ///
+    /// # Errors
+    ///
+    /// As [`TestBpf::load`].
+    pub fn load_built_by_newer_clang() -> Result<Self, Error> {
+        Self::open_object(
+            objects::TEST_CLANG_UPSTREAM,
+            "TLD test (clang >= 15)",
+            DataMap::Own,
+            Layout::Value24,
+        )
+    }
+
+    fn open(target: DataMap<'_>, layout: Layout) -> Result<Self, Error> {
+        let (bytes, what) = match layout {
+            Layout::Value24 => (objects::TEST, "TLD test"),
+            Layout::Value16 => (objects::TEST16, "TLD test (16-byte layout)"),
+        };
+        Self::open_object(bytes, what, target, layout)
+    }
+
+    fn open_object(
+        bytes: &[u8],
+        what: &str,
+        target: DataMap<'_>,
+        layout: Layout,
+    ) -> Result<Self, Error> {
+        let obj = load_object(bytes, what, |open| target.apply(open))?;
         Ok(TestBpf {
-            skel: Loaded::new(|storage| Self::open_skel(storage, pinned))?,
-            next_slot: AtomicU32::new(0),
             iter_link: Mutex::new(None),
+            obj,
+            layout,
+            next_slot: AtomicU32::new(0),
         })
     }
 
-    fn open_skel(
-        storage: &'static mut MaybeUninit<OpenObject>,
-        pinned: Option<&Path>,
-    ) -> Result<TldTestSkel<'static>, Error> {
-        let mut open = TldTestSkelBuilder::default()
-            .open(storage)
-            .map_err(Error::bpf("opening the TLD test BPF object"))?;
-        if let Some(path) = pinned {
-            reuse_pinned_data_map(&mut open.maps.tld_data_map, path)?;
-        }
-        open.load().map_err(Error::bpf(
-            "loading the TLD test BPF programs (see the libbpf log above)",
-        ))
+    /// The layout the programs were built for, and of their `tld_data_map`.
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 
     /// The file descriptor of `tld_data_map`, for registering threads
     /// (`BPF_MAP_UPDATE_ELEM` with a pidfd of the thread as the key).
     pub fn data_map_fd(&self) -> BorrowedFd<'_> {
-        self.skel.maps.tld_data_map.as_fd()
+        self.map_fd(TestMap::Data)
     }
 
     /// Pins `tld_data_map` at `path` (on a bpffs, usually under
@@ -469,23 +665,15 @@ impl TestBpf {
     ///
     /// # Errors
     ///
-    /// [`Error::Bpf`] when pinning fails (no bpffs there, the file exists,
-    /// or the map is already pinned elsewhere).
+    /// [`Error::Bpf`] when pinning fails (no bpffs there, the file exists).
     pub fn pin_data_map(&mut self, path: &Path) -> Result<(), Error> {
-        self.skel
-            .maps
-            .tld_data_map
-            .pin(path)
-            .map_err(Error::bpf(format!(
-                "pinning tld_data_map at {}",
-                path.display()
-            )))
+        self.pin_map(TestMap::Data, path)
     }
 
     /// Pins one of the object's maps at `path` (on a bpffs), with the
-    /// `BPF_OBJ_PIN` system call on its fd. Unlike
-    /// [`TestBpf::pin_data_map`], the same map may be pinned at several
-    /// paths. The pin outlives this object: remove the file to drop it.
+    /// `BPF_OBJ_PIN` system call on its fd; the same map may be pinned at
+    /// several paths. The pin outlives this object: remove the file to drop
+    /// it.
     ///
     /// [`TestMap::WrongValue`] and [`TestMap::PlainHash`] are not
     /// `tld_data_map`s: they exist so that tests can check how user space
@@ -495,13 +683,7 @@ impl TestBpf {
     ///
     /// [`Error::Bpf`] when pinning fails (no bpffs there, the file exists).
     pub fn pin_map(&self, which: TestMap, path: &Path) -> Result<(), Error> {
-        let maps = &self.skel.maps;
-        let fd = match which {
-            TestMap::Data => maps.tld_data_map.as_fd(),
-            TestMap::WrongValue => maps.wrong_value_map.as_fd(),
-            TestMap::PlainHash => maps.plain_hash_map.as_fd(),
-        };
-        obj_pin(fd, path).map_err(Error::bpf(format!(
+        obj_pin(self.map_fd(which), path).map_err(Error::bpf(format!(
             "pinning {} at {}",
             which.name(),
             path.display()
@@ -510,12 +692,10 @@ impl TestBpf {
 
     /// The file descriptor of one of the object's maps.
     pub fn map_fd(&self, which: TestMap) -> BorrowedFd<'_> {
-        let maps = &self.skel.maps;
-        match which {
-            TestMap::Data => maps.tld_data_map.as_fd(),
-            TestMap::WrongValue => maps.wrong_value_map.as_fd(),
-            TestMap::PlainHash => maps.plain_hash_map.as_fd(),
-        }
+        let m = map(&self.obj, which.name());
+        // SAFETY: the fd belongs to the object, which `self` owns and which
+        // outlives the borrow.
+        unsafe { BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&m.as_fd())) }
     }
 
     /// Pins the `dump_task` program at `path` (on a bpffs): a pinned BPF
@@ -526,7 +706,7 @@ impl TestBpf {
     ///
     /// [`Error::Bpf`] when pinning fails (no bpffs there, the file exists).
     pub fn pin_program(&self, path: &Path) -> Result<(), Error> {
-        obj_pin(self.skel.progs.dump_task.as_fd(), path).map_err(Error::bpf(format!(
+        obj_pin(prog(&self.obj, "dump_task").as_fd(), path).map_err(Error::bpf(format!(
             "pinning the dump_task program at {}",
             path.display()
         )))
@@ -544,7 +724,7 @@ impl TestBpf {
     /// data is not an error: [`BasicView::init_err`] is then `-ENODATA`.
     pub fn read_basic(&self) -> Result<BasicView, Error> {
         let mut ctx = types::basic_ctx::default();
-        Self::run("read_basic", &self.skel.progs.read_basic, &mut ctx)?;
+        run_syscall(&self.obj, "read_basic", &mut ctx)?;
 
         let found = |flag: u8| flag != 0;
         let mut dyn_struct = [0u8; 32];
@@ -557,6 +737,7 @@ impl TestBpf {
             dyn_int: found(ctx.found_dyn_int).then_some(ctx.dyn_int),
             dyn_struct: found(ctx.found_dyn_struct).then_some(dyn_struct),
             never_created_found: found(ctx.found_never_created),
+            too_big_found: found(ctx.found_too_big) || found(ctx.found_dyn_int_as_8),
         })
     }
 
@@ -588,7 +769,7 @@ impl TestBpf {
             slot,
             ..Default::default()
         };
-        Self::run("dump_task", &self.skel.progs.dump_task, &mut ctx)?;
+        run_syscall(&self.obj, "dump_task", &mut ctx)?;
         match ctx.err {
             0 => {}
             err if err == -libc::ESRCH => return Err(Error::NoSuchTask(tid)),
@@ -600,10 +781,7 @@ impl TestBpf {
             }
         }
 
-        let bytes = self
-            .skel
-            .maps
-            .dumps
+        let bytes = map(&self.obj, "dumps")
             .lookup(&slot.to_ne_bytes(), MapFlags::ANY)
             .map_err(Error::bpf("reading the dump_task result"))?
             .ok_or_else(|| Error::Bpf {
@@ -630,9 +808,7 @@ impl TestBpf {
             .unwrap_or_else(|poison| poison.into_inner());
         if link.is_none() {
             *link = Some(
-                self.skel
-                    .progs
-                    .count_registered
+                prog(&self.obj, "count_registered")
                     .attach()
                     .map_err(Error::bpf("attaching the count_registered task iterator"))?,
             );
@@ -641,7 +817,7 @@ impl TestBpf {
 
         // The globals live in the .bss map's single entry; its generated
         // struct has private padding, so go through byte offsets.
-        let bss = &self.skel.maps.bss;
+        let bss = map(&self.obj, ".bss");
         let zero = 0u32.to_ne_bytes();
         let mut input = vec![0u8; size_of::<types::bss>()];
         input[offset_of!(types::bss, target_tgid)..][..4].copy_from_slice(&tgid.to_ne_bytes());
@@ -669,26 +845,6 @@ impl TestBpf {
             counter(offset_of!(types::bss, total_tasks)),
         ))
     }
-
-    /// Runs a syscall program with `ctx` as its context; the kernel copies
-    /// the context back, so `ctx` holds what the program wrote.
-    fn run<T: Copy>(
-        name: &str,
-        prog: &libbpf_rs::ProgramMut<'_>,
-        ctx: &mut T,
-    ) -> Result<(), Error> {
-        // SAFETY: T is one of the skeleton's plain-data context structs,
-        // without implicit padding, for which any byte pattern is valid.
-        let bytes =
-            unsafe { std::slice::from_raw_parts_mut((ctx as *mut T).cast::<u8>(), size_of::<T>()) };
-        let input = ProgramInput {
-            context_in: Some(bytes),
-            ..Default::default()
-        };
-        prog.test_run(input)
-            .map_err(Error::bpf(format!("running {name}")))?;
-        Ok(())
-    }
 }
 
 /// Privileges, kernel BTF and page size: what every loader here needs.
@@ -713,7 +869,7 @@ pub(crate) fn preflight() -> Result<(), Error> {
 }
 
 /// `BPF_OBJ_PIN` of `fd` at `path`.
-fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> Result<(), libbpf_rs::Error> {
+pub(crate) fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> Result<(), libbpf_rs::Error> {
     use std::os::fd::AsRawFd;
     use std::os::unix::ffi::OsStrExt;
 
@@ -727,16 +883,18 @@ fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> Result<(), libbpf_rs::Error> {
     Ok(())
 }
 
-/// A skeleton plain-data struct from bytes the kernel returned.
-fn from_bytes<T: Copy + Default>(bytes: &[u8]) -> T {
-    let mut value = T::default();
-    let n = bytes.len().min(size_of::<T>());
-    // SAFETY: integers and arrays of them accept any byte pattern, and at
-    // most size_of::<T>() bytes are written.
+/// A skeleton plain-data struct from bytes the kernel returned (zero
+/// beyond them).
+pub(crate) fn from_bytes<T: Copy>(bytes: &[u8]) -> T {
+    // SAFETY: the skeletons' structs are integers and arrays of them, for
+    // which zero and any byte pattern are valid; at most size_of::<T>()
+    // bytes are written.
     unsafe {
+        let mut value: T = std::mem::zeroed();
+        let n = bytes.len().min(size_of::<T>());
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&mut value as *mut T).cast::<u8>(), n);
+        value
     }
-    value
 }
 
 fn task_dump_from(dump: &types::task_dump) -> TaskDump {
@@ -774,6 +932,7 @@ fn task_dump_from(dump: &types::task_dump) -> TaskDump {
         meta_size: dump.meta_size,
         keys,
         stopped_at_unwritten: dump.stopped_at_unwritten != 0,
+        stale: dump.stale != 0,
     }
 }
 
@@ -788,15 +947,20 @@ mod tests {
         assert_eq!(size_of::<types::tld_map_value>(), 24);
         assert_eq!(size_of::<types::tld_metadata>(), 64);
         assert_eq!(size_of::<types::tld_data_u>(), COMPILED_PAGE_SIZE);
-        assert_eq!(
-            size_of::<types::tld_meta_u>(),
-            4 + 64 * (COMPILED_PAGE_SIZE / 64 - 1)
-        );
+        assert_eq!(size_of::<types::tld_meta_u>(), COMPILED_PAGE_SIZE);
         assert_eq!(offset_of!(types::tld_map_value, start), 16);
         assert_eq!(offset_of!(types::tld_meta_u, metadata), 4);
+        assert_eq!(
+            offset_of!(types::tld_meta_u, stamp_magic),
+            COMPILED_PAGE_SIZE - 16
+        );
+        assert_eq!(
+            offset_of!(types::tld_meta_u, exec_stamp),
+            COMPILED_PAGE_SIZE - 8
+        );
         assert_eq!(size_of::<types::tld_test_key_dump>(), 136);
         assert_eq!(size_of::<types::task_dump>(), 16 + DUMP_MAX_KEYS * 136);
-        assert_eq!(size_of::<types::basic_ctx>(), 48);
+        assert_eq!(size_of::<types::basic_ctx>(), 56);
         assert_eq!(size_of::<types::dump_ctx>(), 16);
     }
 

@@ -133,9 +133,9 @@ fn probe_and_pin() {
     }
     inspect::probe_uptr().expect("this kernel has UPTRs in task storage");
     let pin = Pin::new("pin");
-    inspect::create_pinned_map(&pin.0).unwrap();
+    inspect::create_pinned_map(&pin.0, tld_bpf::Layout::Value24).unwrap();
     assert!(
-        inspect::create_pinned_map(&pin.0).is_err(),
+        inspect::create_pinned_map(&pin.0, tld_bpf::Layout::Value24).is_err(),
         "pinning twice at one path"
     );
     // Nobody registered: an empty scan of this process.
@@ -158,7 +158,7 @@ fn walks_published_keys_and_skips_garbage() {
         return;
     }
     let pin = Pin::new("walk");
-    inspect::create_pinned_map(&pin.0).unwrap();
+    inspect::create_pinned_map(&pin.0, tld_bpf::Layout::Value24).unwrap();
     let page = page_size();
     let slots = page / 64 - 1;
     let (meta, data) = (Page::new(), Page::new());

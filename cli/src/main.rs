@@ -6,6 +6,7 @@
 
 mod pinned;
 mod show;
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,7 +44,9 @@ const DUMP_HELP: &str = "\
 Values of 1, 2, 4 and 8 bytes print as signed little-endian integers, others
 as hex (memory order). '-' means the thread has no such key; '?' a value that
 was skipped because it lies outside the thread's data page (reported on
-stderr, never read).
+stderr, never read); 'stale' a thread whose registration belongs to a program
+image it replaced with execve (its old values are not shown). Maps of either
+layout (24- or 16-byte values) are read.
 
 --json prints one JSON document (with --watch: one per line, JSON Lines):
   {
@@ -52,7 +55,7 @@ stderr, never read).
     \"pid\": 1234,
     \"keys\": [ {\"slot\": 0, \"name\": \"priority\", \"size\": 4, \"offset\": 0}, ... ],
     \"threads\": [
-      { \"tid\": 1235, \"name\": \"worker-0\",
+      { \"tid\": 1235, \"name\": \"worker-0\", \"stale\": false,
         \"values\": { \"priority\": {\"int\": 3, \"hex\": \"03000000\", \"truncated\": false},
                     \"blob\": {\"hex\": \"0102...\", \"truncated\": false},
                     \"late\": null } },
@@ -64,10 +67,33 @@ keys: the process's published keys in slot order (the union of what every
 thread's walk saw). threads: registered threads by tid; name is
 /proc/PID/task/TID/comm. values: one member per key of `keys`; absent when the
 thread's walk did not reach that slot, null when the value lies outside the
-thread's data page. int: present for sizes 1, 2, 4, 8 (signed). hex: the
+thread's data page. stale: the registration belongs to an image the thread
+replaced with execve; values is then empty. int: present for sizes 1, 2, 4, 8 (signed). hex: the
 value's bytes, at most the first 64. truncated: the value is longer than
 64 bytes. New fields may be added; existing ones keep their meaning while
 schema stays tld-dump/1.";
+
+const TOP_HELP: &str = "\
+A BPF program on sched_switch charges each slice a thread of the process spent
+on a CPU to the value its key held when the slice ended (read through tld.bpf.h
+as any consumer would). Values print as `tld dump` prints them; '(no tld data)'
+is time of threads without a current registration, '(no such key)' of threads
+that have not published the key. Values longer than 16 bytes are grouped by
+their first 16. The command ends when the process exits (after a last table),
+or after --count refreshes.
+
+--json prints one document per refresh:
+  {\"schema\": \"tld-top/1\", \"map\": ..., \"layout\": 24, \"pid\": 1234,
+   \"key\": {\"name\": \"phase\", \"size\": 4}, \"interval_s\": 1.0,
+   \"elapsed_s\": 3.0, \"exited\": false, \"cpu_ns\": 1990000000,
+   \"total_cpu_ns\": 5900000000,
+   \"rows\": [{\"value\": {\"int\": 2, \"hex\": \"02000000\", \"truncated\": false},
+             \"status\": \"value\", \"cpu_ns\": 1200000000, \"share\": 0.6,
+             \"total_cpu_ns\": 3000000000, \"total_share\": 0.51, \"slices\": 812}, ...],
+   \"dropped\": 0}
+status is value, no-data or no-key (value is then null); rows carry \"tid\" with
+--per-thread; cpu_ns and share cover the last interval, total_* everything since
+the start; rows are sorted by total_cpu_ns.";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -95,6 +121,12 @@ enum Cmd {
         /// Group owning the pin (name or number), to combine with --mode 0660.
         #[arg(long)]
         group: Option<String>,
+        /// Map value layout: 24 (tld's, the default) or 16 (upstream's
+        /// Linux-tree layout, for consumers built on upstream's BPF header
+        /// or tld.bpf.h with TLD_MAP_VALUE_16). An existing pin of another
+        /// layout is refused.
+        #[arg(long, value_parser = parse_layout, value_name = "BYTES")]
+        layout: Option<tld_bpf::Layout>,
     },
     /// Remove the pin (the map lives on while applications hold it).
     Unpin {
@@ -119,6 +151,30 @@ enum Cmd {
         /// schema "tld-keys/1").
         #[arg(long)]
         json: bool,
+    },
+    /// Show which values of a key burn the CPU: on-CPU time per value, refreshed every interval.
+    #[command(after_help = TOP_HELP)]
+    Top {
+        /// Process id.
+        pid: i32,
+        /// The key whose values the time is charged to.
+        #[arg(long, value_name = "KEY")]
+        by: String,
+        /// Seconds between refreshes.
+        #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_interval)]
+        interval: f64,
+        /// One row per thread and value, instead of per value.
+        #[arg(long)]
+        per_thread: bool,
+        /// Print one JSON document per refresh (JSON Lines; schema below).
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many refreshes (default: when the process exits).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Pin path [default: $TLD_MAP_PATH, else /sys/fs/bpf/tld/tld_data_map].
+        #[arg(long)]
+        path: Option<PathBuf>,
     },
     /// Show the values of every registered thread of a process, one row per thread.
     #[command(after_help = DUMP_HELP)]
@@ -148,6 +204,13 @@ fn parse_mode(s: &str) -> Result<u32, String> {
     }
 }
 
+fn parse_layout(s: &str) -> Result<tld_bpf::Layout, String> {
+    s.parse::<u32>()
+        .ok()
+        .and_then(tld_bpf::Layout::from_value_size)
+        .ok_or_else(|| format!("{s} is not a map value layout: 24 or 16 (bytes)"))
+}
+
 fn parse_interval(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(secs) if (0.05..=86400.0).contains(&secs) => Ok(secs),
@@ -163,10 +226,32 @@ fn map_path(path: Option<PathBuf>) -> PathBuf {
 
 fn run(cli: Cli) -> Result<(), Fail> {
     match cli.cmd {
-        Cmd::Pin { path, mode, group } => pinned::pin(&map_path(path), mode, group.as_deref()),
+        Cmd::Pin {
+            path,
+            mode,
+            group,
+            layout,
+        } => pinned::pin(&map_path(path), mode, group.as_deref(), layout),
         Cmd::Unpin { path } => pinned::unpin(&map_path(path)),
         Cmd::Status { path } => show::status(&map_path(path)),
         Cmd::Keys { pid, path, json } => show::keys(&map_path(path), pid, json),
+        Cmd::Top {
+            pid,
+            by,
+            interval,
+            per_thread,
+            json,
+            count,
+            path,
+        } => top::top(top::TopArgs {
+            path: &map_path(path),
+            pid,
+            key: &by,
+            interval,
+            per_thread,
+            json,
+            count,
+        }),
         Cmd::Dump {
             pid,
             tid,

@@ -8,7 +8,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use tld::abi::{MAP_KEY_SIZE, MAP_VALUE_SIZE};
+use tld::abi::MAP_KEY_SIZE;
+use tld_bpf::Layout;
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const BPF_MAP_TYPE_TASK_STORAGE: u32 = 29;
@@ -226,9 +227,21 @@ pub fn obj_get(path: &Path) -> Result<Pinned, Fail> {
     })
 }
 
-/// The core's rules for a `tld_data_map`: task storage, key 4, value 24, BTF.
-/// Returns the map id.
-pub fn validate(path: &Path, pinned: &Pinned) -> Result<u32, Fail> {
+/// A validated `tld_data_map`.
+#[derive(Debug, Clone, Copy)]
+pub struct MapId {
+    pub id: u32,
+    pub layout: Layout,
+}
+
+/// How a layout is named to users.
+pub fn layout_name(layout: Layout) -> String {
+    format!("{}-byte value", layout.value_size())
+}
+
+/// The core's rules for a `tld_data_map`: task storage, key 4, value 24 or
+/// 16 (DESIGN §2.5), BTF.
+pub fn validate(path: &Path, pinned: &Pinned) -> Result<MapId, Fail> {
     use std::os::fd::AsRawFd;
     let bad = |reason: String| Fail::Incompatible {
         path: path.to_path_buf(),
@@ -251,9 +264,10 @@ pub fn validate(path: &Path, pinned: &Pinned) -> Result<u32, Fail> {
             c_chars(&info.name)
         )));
     }
-    if info.key_size as usize != MAP_KEY_SIZE || info.value_size as usize != MAP_VALUE_SIZE {
+    let layout = Layout::from_value_size(info.value_size);
+    if info.key_size as usize != MAP_KEY_SIZE || layout.is_none() {
         return Err(bad(format!(
-            "key size {} and value size {}, not {MAP_KEY_SIZE} and {MAP_VALUE_SIZE}",
+            "key size {} and value size {}, not {MAP_KEY_SIZE} and 24 (or 16)",
             info.key_size, info.value_size
         )));
     }
@@ -262,7 +276,10 @@ pub fn validate(path: &Path, pinned: &Pinned) -> Result<u32, Fail> {
             "it has no BTF describing its value (the UPTRs need it)".into(),
         ));
     }
-    Ok(info.id)
+    Ok(MapId {
+        id: info.id,
+        layout: layout.expect("checked above"),
+    })
 }
 
 fn c_chars(raw: &[libc::c_char]) -> String {
@@ -275,7 +292,7 @@ fn c_chars(raw: &[libc::c_char]) -> String {
 }
 
 /// Opens and validates the map pinned at `path`.
-pub fn open_map(path: &Path) -> Result<u32, Fail> {
+pub fn open_map(path: &Path) -> Result<MapId, Fail> {
     let pinned = obj_get(path)?;
     validate(path, &pinned)
 }
@@ -337,16 +354,40 @@ fn create_dirs(dir: &Path) -> Result<(), Fail> {
     }
 }
 
-/// `tld pin`.
-pub fn pin(path: &Path, mode: Option<u32>, group: Option<&str>) -> Result<(), Fail> {
+/// An existing pin of another layout than the one asked for.
+fn check_layout(path: &Path, found: MapId, want: Option<Layout>) -> Result<(), Fail> {
+    match want {
+        Some(want) if want != found.layout => Err(Fail::Incompatible {
+            path: path.to_path_buf(),
+            reason: format!(
+                "it is a tld_data_map with the {}, not the {} asked for (unpin it first to replace it)",
+                layout_name(found.layout),
+                layout_name(want)
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `tld pin`. `layout`: None keeps any existing map and creates the
+/// 24-byte layout.
+pub fn pin(
+    path: &Path,
+    mode: Option<u32>,
+    group: Option<&str>,
+    layout: Option<Layout>,
+) -> Result<(), Fail> {
     let gid = group.map(resolve_group).transpose()?;
     require_bpffs(path)?;
     if std::fs::symlink_metadata(path).is_ok() {
-        let id = open_map(path)?;
+        let map = open_map(path)?;
+        check_layout(path, map, layout)?;
         apply_owner_mode(path, mode, gid)?;
         println!(
-            "already pinned: {} (map id {id}, {})",
+            "already pinned: {} (map id {}, {}, {})",
             path.display(),
+            map.id,
+            layout_name(map.layout),
             describe_file(path)
         );
         return Ok(());
@@ -359,11 +400,12 @@ pub fn pin(path: &Path, mode: Option<u32>, group: Option<&str>) -> Result<(), Fa
     if let Some(dir) = path.parent() {
         create_dirs(dir)?;
     }
-    if let Err(err) = tld_bpf::inspect::create_pinned_map(path) {
+    let new_layout = layout.unwrap_or_default();
+    if let Err(err) = tld_bpf::inspect::create_pinned_map(path, new_layout) {
         // Lost a race with another `tld pin`: fine if what won is compatible.
         if let tld_bpf::Error::Bpf { ref op, .. } = err {
             if op.starts_with("pinning") && std::fs::symlink_metadata(path).is_ok() {
-                open_map(path)?;
+                check_layout(path, open_map(path)?, layout)?;
                 apply_owner_mode(path, mode, gid)?;
                 println!(
                     "already pinned: {} ({})",
@@ -384,10 +426,12 @@ pub fn pin(path: &Path, mode: Option<u32>, group: Option<&str>) -> Result<(), Fa
         let _ = std::fs::remove_file(path);
         return Err(e);
     }
-    let id = open_map(path)?;
+    let map = open_map(path)?;
     println!(
-        "pinned: {} (map id {id}, {})",
+        "pinned: {} (map id {}, {}, {})",
         path.display(),
+        map.id,
+        layout_name(map.layout),
         describe_file(path)
     );
     Ok(())

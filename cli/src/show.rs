@@ -11,7 +11,7 @@ use tld_bpf::inspect::{Filter, Inspector, KeyView, ThreadView};
 
 use crate::pinned::{self, Fail};
 
-fn proc_comm(pid: i32) -> Option<String> {
+pub(crate) fn proc_comm(pid: i32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|s| s.trim_end().to_string())
@@ -23,7 +23,7 @@ fn thread_comm(pid: i32, tid: i32) -> Option<String> {
         .map(|s| s.trim_end().to_string())
 }
 
-fn require_process(pid: i32) -> Result<(), Fail> {
+pub(crate) fn require_process(pid: i32) -> Result<(), Fail> {
     if pid <= 0 || !Path::new(&format!("/proc/{pid}")).exists() {
         return Err(Fail::NoProcess(format!("no process with pid {pid}")));
     }
@@ -31,7 +31,7 @@ fn require_process(pid: i32) -> Result<(), Fail> {
 }
 
 /// Checks the process and the map, then loads the iterator.
-fn open_inspector(path: &Path, pid: i32, tid: Option<i32>) -> Result<Inspector, Fail> {
+pub(crate) fn open_inspector(path: &Path, pid: i32, tid: Option<i32>) -> Result<Inspector, Fail> {
     require_process(pid)?;
     if let Some(tid) = tid {
         if tid <= 0 || !Path::new(&format!("/proc/{pid}/task/{tid}")).exists() {
@@ -50,7 +50,7 @@ fn open_inspector(path: &Path, pid: i32, tid: Option<i32>) -> Result<Inspector, 
 }
 
 /// One scan; an empty result is an error naming why.
-fn scan(
+pub(crate) fn scan(
     ins: &Inspector,
     path: &Path,
     pid: i32,
@@ -83,20 +83,26 @@ fn scan(
 
 /// A key as the process publishes it.
 #[derive(Clone)]
-struct KeyInfo {
+pub(crate) struct KeyInfo {
     slot: u16,
-    name: String,
-    size: u16,
+    pub(crate) name: String,
+    pub(crate) size: u16,
     offset: u32,
 }
 
 /// The union of the keys every thread's walk saw, by slot, and the anomalies
 /// the walks reported.
-fn collect(threads: &[ThreadView]) -> (Vec<KeyInfo>, Vec<String>) {
+pub(crate) fn collect(threads: &[ThreadView]) -> (Vec<KeyInfo>, Vec<String>) {
     let mut keys: BTreeMap<u16, KeyInfo> = BTreeMap::new();
     let mut warnings = Vec::new();
     for t in threads {
         let tid = t.tid;
+        if t.stale {
+            warnings.push(format!(
+                "tid {tid}: its registration belongs to a program image it replaced with execve (stale): its values are not shown"
+            ));
+            continue;
+        }
         if !t.has_meta {
             warnings.push(format!("tid {tid}: registered without a metadata page"));
         }
@@ -155,7 +161,7 @@ fn int_value(k: &KeyView) -> Option<i64> {
     })
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -205,7 +211,7 @@ fn dump_json(path: &Path, pid: i32, threads: &[ThreadView]) -> Value {
                 .iter()
                 .map(|k| (k.name.clone(), value_json(k)))
                 .collect();
-            json!({ "tid": t.tid, "name": thread_name(pid, t), "values": values })
+            json!({ "tid": t.tid, "name": thread_name(pid, t), "stale": t.stale, "values": values })
         })
         .collect();
     json!({
@@ -218,7 +224,7 @@ fn dump_json(path: &Path, pid: i32, threads: &[ThreadView]) -> Value {
     })
 }
 
-fn table(rows: &[Vec<String>], right: &[bool]) -> String {
+pub(crate) fn table(rows: &[Vec<String>], right: &[bool]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -254,11 +260,19 @@ fn dump_table(pid: i32, threads: &[ThreadView]) -> (String, Vec<String>) {
     header.extend(keys.iter().map(|k| k.name.clone()));
     let mut rows = vec![header];
     for t in threads {
-        let mut row = vec![t.tid.to_string(), thread_name(pid, t)];
-        row.extend(
-            keys.iter()
-                .map(|k| cell(t.keys.iter().find(|v| v.slot == k.slot && v.name == k.name))),
-        );
+        let mut name = thread_name(pid, t);
+        if t.stale {
+            name.push_str(" (stale)");
+        }
+        let mut row = vec![t.tid.to_string(), name];
+        if t.stale {
+            row.extend(keys.iter().map(|_| "stale".to_string()));
+        } else {
+            row.extend(
+                keys.iter()
+                    .map(|k| cell(t.keys.iter().find(|v| v.slot == k.slot && v.name == k.name))),
+            );
+        }
         rows.push(row);
     }
     let mut right = vec![true, false];
@@ -382,11 +396,13 @@ pub fn status(path: &Path) -> Result<(), Fail> {
     let mut map_ok = false;
     if bpffs_ok {
         match pinned::open_map(path) {
-            Ok(id) => {
+            Ok(map) => {
                 map_ok = true;
                 println!(
-                    "map:         pinned at {} (map id {id}, {})",
+                    "map:         pinned at {} (map id {}, {}, {})",
                     path.display(),
+                    map.id,
+                    pinned::layout_name(map.layout),
                     pinned::describe_file(path)
                 );
             }

@@ -18,7 +18,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tld_bpf::hand::{Meta, Page, Registration};
+use tld_bpf::hand::{Meta, Page, Registration, STAMP_MAGIC};
 use tld_bpf::{TestBpf, TestMap};
 
 const TLD: &str = env!("CARGO_BIN_EXE_tld");
@@ -280,7 +280,10 @@ fn pipe() -> (OwnedFd, OwnedFd) {
 }
 
 impl Workload {
-    fn start(map: &Path, uid: Option<u32>) -> Workload {
+    /// Forks a child running `child(commands, acks)`, the two pipe ends it
+    /// reads commands from and writes acknowledgements to; `child` never
+    /// returns (it ends with `_exit`).
+    fn fork(child: impl FnOnce(OwnedFd, OwnedFd)) -> Workload {
         let (cmd_r, cmd_w) = pipe();
         let (ack_r, ack_w) = pipe();
         let _ = std::io::stdout().flush();
@@ -291,29 +294,31 @@ impl Workload {
             0 => {
                 drop(cmd_w);
                 drop(ack_r);
-                workload_main(map, cmd_r, ack_w, uid)
+                child(cmd_r, ack_w);
+                // SAFETY: leaving the forked child (not reached).
+                unsafe { libc::_exit(1) }
             }
-            pid => {
-                drop(cmd_r);
-                drop(ack_w);
-                let mut w = Workload {
-                    pid,
-                    tids: Vec::new(),
-                    cmd: Some(File::from(cmd_w)),
-                    ack: BufReader::new(File::from(ack_r)),
-                };
-                let line = w.read_ack();
-                let tids = line
-                    .strip_prefix("ready ")
-                    .unwrap_or_else(|| panic!("workload said {line:?}"));
-                w.tids = tids
-                    .split_whitespace()
-                    .map(|t| t.parse().unwrap())
-                    .collect();
-                assert_eq!(w.tids.len(), THREADS);
-                w
-            }
+            pid => Workload {
+                pid,
+                tids: Vec::new(),
+                cmd: Some(File::from(cmd_w)),
+                ack: BufReader::new(File::from(ack_r)),
+            },
         }
+    }
+
+    fn start(map: &Path, uid: Option<u32>) -> Workload {
+        let mut w = Workload::fork(|cmd, ack| workload_main(map, cmd, ack, uid));
+        let line = w.read_ack();
+        let tids = line
+            .strip_prefix("ready ")
+            .unwrap_or_else(|| panic!("workload said {line:?}"));
+        w.tids = tids
+            .split_whitespace()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        assert_eq!(w.tids.len(), THREADS);
+        w
     }
 
     fn read_ack(&mut self) -> String {
@@ -823,6 +828,259 @@ fn garbage_metadata_is_skipped_and_reported() {
     );
 }
 
+/// CPU time the calling thread has used.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The phases every thread of the `tld top` workload goes through, twice:
+/// (value of "phase", CPU milliseconds spent in it). Shares: 60/30/10 %.
+const PHASES: [(u32, u64); 3] = [(1, 240), (2, 120), (3, 40)];
+const PHASE_THREADS: usize = 2;
+
+/// Runs in the forked child: threads that publish "phase" and burn known
+/// amounts of CPU time in each phase (measured on their own CPU clock, so
+/// other load on the machine does not change the shares), sleeping briefly
+/// every millisecond as request handlers do. Never returns.
+fn phases_main(map: &Path, cmd_fd: OwnedFd, ack_fd: OwnedFd) -> ! {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut ack = File::from(ack_fd);
+        let mut cmds = BufReader::new(File::from(cmd_fd));
+        tld::attach_path(map).expect("attach the pinned map by path");
+        let phase = tld::Key::<u32>::get_or_create("phase").unwrap();
+        let go = std::sync::Arc::new(std::sync::Barrier::new(PHASE_THREADS + 1));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let workers: Vec<_> = (0..PHASE_THREADS)
+            .map(|i| {
+                let (go, ready) = (go.clone(), ready_tx.clone());
+                std::thread::Builder::new()
+                    .name(format!("phase-{i}"))
+                    .spawn(move || {
+                        phase.set(0).unwrap();
+                        ready.send(()).unwrap();
+                        go.wait();
+                        for _ in 0..2 {
+                            for (value, ms) in PHASES {
+                                phase.set(value).unwrap();
+                                let end = thread_cpu() + Duration::from_millis(ms);
+                                while thread_cpu() < end {
+                                    let tick = thread_cpu() + Duration::from_millis(1);
+                                    while thread_cpu() < tick {
+                                        std::hint::spin_loop();
+                                    }
+                                    std::thread::sleep(Duration::from_micros(20));
+                                }
+                            }
+                        }
+                        phase.set(0).unwrap();
+                    })
+                    .unwrap()
+            })
+            .collect();
+        for _ in 0..PHASE_THREADS {
+            ready_rx.recv().unwrap();
+        }
+        writeln!(ack, "ready").unwrap();
+        let mut line = String::new();
+        cmds.read_line(&mut line).unwrap();
+        go.wait();
+        for w in workers {
+            w.join().unwrap();
+        }
+    }));
+    // SAFETY: leaving the forked child without running the parent's atexit.
+    unsafe { libc::_exit(if result.is_ok() { 0 } else { 1 }) }
+}
+
+/// `tld top --by phase` against the phases workload: each phase value got
+/// its share of the CPU time (within generous bounds: this checks the
+/// attribution, not the timing), and the command ends with the process.
+fn top_charges_cpu_time_to_each_phase() {
+    let dir = PinDir::new("top");
+    let map = pin(&dir, &[]);
+    let path = map.to_str().unwrap().to_string();
+    let mut w = Workload::fork(|cmd, ack| phases_main(&map, cmd, ack));
+    let pid = w.pid;
+    assert_eq!(w.read_ack(), "ready");
+
+    // Unknown keys are refused with the keys there are.
+    expect_code(
+        &tld(&["top", &pid.to_string(), "--by", "nope", "--path", &path]),
+        1,
+        "has no key \"nope\" (its keys: phase)",
+    );
+
+    let mut top = Command::new(TLD)
+        .args(["top", &pid.to_string(), "--by", "phase", "--json", "--interval", "0.2", "--path", &path])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The same per thread, beside it.
+    let per_thread = Command::new(TLD)
+        .args(["top", &pid.to_string(), "--by", "phase", "--json", "--per-thread", "--interval", "0.5", "--path", &path])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(top.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().expect("a first document").unwrap()).unwrap();
+    assert_eq!(first["schema"], "tld-top/1");
+    assert_eq!(first["key"]["size"], 4);
+    // The program is attached: start the phases.
+    writeln!(w.cmd.as_mut().unwrap(), "go").unwrap();
+    let mut last = first;
+    for line in lines {
+        last = serde_json::from_str(&line.unwrap()).expect("JSON line");
+    }
+    let status = top.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut top.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "tld top: {status} {err}");
+    assert_eq!(last["exited"], true, "{last}");
+    w.reap();
+
+    let mut by_value = std::collections::BTreeMap::new();
+    for row in last["rows"].as_array().unwrap() {
+        if row["status"] == "value" {
+            let v = row["value"]["int"].as_i64().unwrap();
+            *by_value.entry(v).or_insert(0u64) += row["total_cpu_ns"].as_u64().unwrap();
+        }
+    }
+    let phases: u64 = [1, 2, 3].iter().map(|v| by_value.get(v).copied().unwrap_or(0)).sum();
+    // Every thread spent 2 * 400 ms of CPU in the phases.
+    let want_total = PHASE_THREADS as f64 * 0.8e9;
+    assert!(
+        (phases as f64) > 0.7 * want_total && (phases as f64) < 1.5 * want_total,
+        "{phases} ns charged to phases 1-3, expected about {want_total}: {last}"
+    );
+    for (value, share, slack) in [(1, 0.6, 0.12), (2, 0.3, 0.1), (3, 0.1, 0.07)] {
+        let got = by_value.get(&value).copied().unwrap_or(0) as f64 / phases as f64;
+        assert!(
+            (got - share).abs() < slack,
+            "phase {value}: {got:.3} of the CPU time, expected {share} +- {slack}: {last}"
+        );
+    }
+
+    // Per thread: only the workload's threads, each charged about its
+    // 800 ms in the phases, split 60/30/10 as well.
+    let out = per_thread.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().expect("documents")).unwrap();
+    let mut per_tid: std::collections::BTreeMap<i64, [u64; 4]> = Default::default();
+    for row in last["rows"].as_array().unwrap() {
+        if row["status"] == "value" {
+            let v = row["value"]["int"].as_i64().unwrap() as usize;
+            let tid = row["tid"].as_i64().expect("a tid per row");
+            per_tid.entry(tid).or_default()[v.min(3)] += row["total_cpu_ns"].as_u64().unwrap();
+        }
+    }
+    assert_eq!(per_tid.len(), PHASE_THREADS, "{last}");
+    for (tid, ns) in &per_tid {
+        let phases = (ns[1] + ns[2] + ns[3]) as f64;
+        assert!(phases > 0.7 * 0.8e9 && phases < 1.5 * 0.8e9, "tid {tid}: {ns:?}");
+        assert!((ns[1] as f64 / phases - 0.6).abs() < 0.15, "tid {tid}: {ns:?}");
+    }
+
+    // A process that is gone.
+    expect_code(&tld(&["top", &pid.to_string(), "--by", "phase", "--path", &path]), 3, "no process");
+}
+
+/// A 16-byte pin (`tld pin --layout 16`) is read by status, keys and dump
+/// like a 24-byte one; a registration stamped by another image is reported
+/// stale, without its values. Registered by hand (DESIGN.md §2 layouts).
+fn layout16_and_stale_registrations() {
+    let dir = PinDir::new("layout16");
+    let map = pin(&dir, &["--layout", "16"]);
+    let path = map.to_str().unwrap();
+    let status = tld(&["status", "--path", path]);
+    expect_ok(&status);
+    assert!(stdout(&status).contains("16-byte value"), "{}", stdout(&status));
+    // Asking for the other layout is refused; no --layout keeps it.
+    expect_code(&tld(&["pin", "--path", path, "--layout", "24"]), 8, "16-byte value, not the 24-byte");
+    expect_ok(&tld(&["pin", "--path", path]));
+    assert_eq!(code(&tld(&["pin", "--path", path, "--layout", "20"])), 2);
+
+    let c = std::ffi::CString::new(path).unwrap();
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe { libbpf_rs::libbpf_sys::bpf_obj_get(c.as_ptr()) };
+    assert!(fd >= 0, "bpf_obj_get: {fd}");
+    // SAFETY: a new fd we own.
+    let map_fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let (meta, offsets) = Meta::with_keys(&[("prio", 4), ("req", 8)]);
+    let block = Page::new();
+    block.write_u64(0, 8);
+    block.write_i32(8 + offsets[0], -5);
+    block.write(8 + offsets[1], &77u64.to_le_bytes());
+    let me = std::process::id().to_string();
+    let tid = unsafe { libc::gettid() };
+    let reg = Registration::new(map_fd.as_fd(), tid).expect("pidfd_open");
+    reg.update16(block.addr(), meta.addr()).expect("registering by hand");
+
+    let doc = json_of(&tld(&["dump", &me, "--path", path, "--json"]));
+    assert_eq!(threads_by_tid(&doc), vec![tid], "{doc}");
+    let values = &doc["threads"][0]["values"];
+    assert_eq!((values["prio"]["int"].as_i64(), values["req"]["int"].as_i64()), (Some(-5), Some(77)), "{doc}");
+    assert_eq!(doc["threads"][0]["stale"], false);
+    let keys = json_of(&tld(&["keys", &me, "--path", path, "--json"]));
+    assert_eq!(keys["keys"][1]["name"], "req");
+    assert_eq!(keys["keys"][1]["offset"], 8);
+
+    // Stamped by this image: read; by another: stale.
+    meta.stamp_current();
+    let doc = json_of(&tld(&["dump", &me, "--path", path, "--json"]));
+    assert_eq!(doc["threads"][0]["values"]["prio"]["int"], -5, "{doc}");
+    meta.set_stamp(STAMP_MAGIC, tld_bpf::hand::exec_stamp() + 4096);
+    let doc = json_of(&tld(&["dump", &me, "--path", path, "--json"]));
+    assert_eq!(doc["threads"][0]["stale"], true, "{doc}");
+    assert_eq!(doc["threads"][0]["values"], serde_json::json!({}), "{doc}");
+    assert!(doc["warnings"].to_string().contains("stale"), "{doc}");
+    let table = tld(&["dump", &me, "--path", path]);
+    expect_ok(&table);
+    assert!(stdout(&table).lines().nth(1).is_some_and(|l| l.contains("stale")), "{}", stdout(&table));
+
+    // tld top loads its 16-byte build against this map.
+    meta.stamp_current();
+    let doc = json_of(&tld(&[
+        "top", &me, "--by", "req", "--interval", "0.1", "--count", "1", "--json", "--path", path,
+    ]));
+    assert_eq!((doc["layout"].as_u64(), doc["key"]["size"].as_u64()), (Some(16), Some(8)), "{doc}");
+    let table = tld(&["top", &me, "--by", "req", "--interval", "0.1", "--count", "1", "--path", path]);
+    expect_ok(&table);
+    let header = stdout(&table).lines().nth(1).unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(header, "req CPU s SHARE TOTAL CPU s TOTAL SHARE SLICES", "{}", stdout(&table));
+    drop(reg);
+}
+
+/// The runtime registered with a 16-byte pin (page blocks, DESIGN.md
+/// §2.2, §2.4): `keys` and `dump` read every thread's values through the
+/// 16-byte build of the iterator, and `top` loads its 16-byte build.
+fn runtime_with_a_16_byte_pin() {
+    let dir = PinDir::new("rt16");
+    let map = pin(&dir, &["--layout", "16"]);
+    let path = map.to_str().unwrap();
+    let w = Workload::start(&map, None);
+    let pid = w.pid_str();
+    let keys = json_of(&tld(&["keys", &pid, "--path", path, "--json"]));
+    check_keys(&keys["keys"]);
+    let doc = json_of(&tld(&["dump", &pid, "--path", path, "--json"]));
+    check_keys(&doc["keys"]);
+    assert_eq!(doc["threads"].as_array().unwrap().len(), THREADS, "{doc}");
+    for t in doc["threads"].as_array().unwrap() {
+        let tid = t["tid"].as_i64().unwrap() as i32;
+        let i = w.tids.iter().position(|&x| x == tid).unwrap();
+        check_thread(t, tid, i, 0);
+    }
+    let top = json_of(&tld(&[
+        "top", &pid, "--by", "priority", "--interval", "0.1", "--count", "1", "--json", "--path", path,
+    ]));
+    assert_eq!(top["layout"], 16, "{top}");
+}
+
 struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
@@ -863,6 +1121,15 @@ fn main() {
             "a_0666_pin_serves_an_unprivileged_workload",
             a_0666_pin_serves_an_unprivileged_workload,
         ),
+        (
+            "top_charges_cpu_time_to_each_phase",
+            top_charges_cpu_time_to_each_phase,
+        ),
+        (
+            "layout16_and_stale_registrations",
+            layout16_and_stale_registrations,
+        ),
+        ("runtime_with_a_16_byte_pin", runtime_with_a_16_byte_pin),
     ];
     let filter: Vec<String> = std::env::args()
         .skip(1)

@@ -13,21 +13,16 @@
  * walk (and is flagged), a value running past the data page is reported
  * without its bytes. Nothing outside the two pinned pages is ever read.
  * The walk itself is tld_walk.h's, shared with dump_task (tld_test.bpf.c).
+ * An entry left by an image the thread replaced with execve is reported as
+ * stale, without its keys or values (DESIGN §5.5).
+ *
+ * The build compiles this file twice: tld_inspect reads maps with the
+ * 24-byte value, tld_inspect16 (TLD_MAP_VALUE_16) those with the 16-byte
+ * value; the loader picks by the pinned map's value size.
  */
-#define BPF_NO_KFUNC_PROTOTYPES
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-
-/* The build passes the target's page size (see tld.bpf.h on __PAGE_SIZE). */
-#ifdef TLD_BPF_PAGE_SIZE
-#define __PAGE_SIZE TLD_BPF_PAGE_SIZE
-#endif
-
-#include "../../tld.bpf.h"
+#include "tld_prog.h"
 #include "tld_inspect.h"
 #include "tld_walk.h"
-
-char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 /* tld.bpf.h's tld_key_map needs a value type; this program never uses it. */
 struct tld_keys {
@@ -94,13 +89,16 @@ int tld_inspect(struct bpf_iter__task *ctx)
 	t.max_slots = TLD_MAX_DATA_CNT;
 	bpf_probe_read_kernel_str(t.comm, sizeof(t.comm), task->comm);
 
-	ret = tld_walk_begin(&w, v, TLD_MAX_DATA_CNT);
+	ret = tld_walk_begin(&w, task, v, TLD_MAX_DATA_CNT);
 	t.start = w.start;
 	if (w.page)
 		t.flags |= TLD_INSPECT_HAS_DATA;
+	if (w.meta)
+		t.flags |= TLD_INSPECT_HAS_META;
+	if (w.stale)
+		t.flags |= TLD_INSPECT_STALE;
 	if (ret)
 		goto out;
-	t.flags |= TLD_INSPECT_HAS_META;
 	t.cnt = w.cnt;
 	t.meta_size = w.meta_size;
 	if (w.cnt > TLD_MAX_DATA_CNT)
@@ -123,7 +121,7 @@ int tld_inspect(struct bpf_iter__task *ctx)
 			k->slot = i;
 			k->size = key.size;
 			k->offset = key.offset;
-			__builtin_memcpy(k->name, key.slot->name, TLD_INSPECT_NAME_LEN);
+			__builtin_memcpy(k->name, key.name, TLD_INSPECT_NAME_LEN);
 			k->in_page = key.in_page;
 			k->value_len = tld_walk_copy(k->value, TLD_INSPECT_VALUE_MAX, &w, &key);
 			bpf_seq_write(seq, k, sizeof(*k));

@@ -24,6 +24,7 @@
 #define TLD_INSPECT_HAS_META 0x2	/* the meta UPTR is set */
 #define TLD_INSPECT_CNT_CLAMPED 0x4	/* cnt exceeds the slot count: only the slots were read */
 #define TLD_INSPECT_UNWRITTEN 0x8	/* the walk stopped at slot stop_slot, of size 0 */
+#define TLD_INSPECT_STALE 0x10		/* the entry is from a replaced image: not walked */
 
 /* One published metadata slot of one thread. */
 struct tld_inspect_key {
@@ -44,8 +45,8 @@ struct tld_inspect_task {
 	__s32 tid;			/* initial pid namespace */
 	__s32 tgid;
 	__u32 flags;			/* TLD_INSPECT_* flags */
-	__u16 start;			/* map value `start` */
-	__u16 cnt;			/* metadata cnt, raw */
+	__u16 start;			/* `start` (map value, or data page for 16 bytes) */
+	__u16 cnt;			/* metadata cnt, as the layout reads it */
 	__u16 meta_size;		/* metadata size, raw */
 	__u16 nr_keys;			/* slots walked (key records written if emit_keys) */
 	__u16 stop_slot;		/* with TLD_INSPECT_UNWRITTEN: the slot of size 0 */

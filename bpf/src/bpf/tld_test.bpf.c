@@ -5,6 +5,9 @@
  *
  * - read_basic: reads four fixed keys of the calling thread through the
  *   public tld.bpf.h API, as a real consumer would.
+ *
+ * The build compiles this file twice: tld_test (the 24-byte map value) and
+ * tld_test16 (TLD_MAP_VALUE_16: upstream's 16-byte value).
  * - dump_task: walks the metadata of any thread with no key name compiled
  *   in, and reports what a BPF program sees, byte for byte. It reads memory
  *   that an untrusted process controls, so every count, size and offset it
@@ -18,20 +21,9 @@
  * tld_data_map but with an 8-byte value, plain_hash_map a hash map whose value
  * has tld_data_map's size (24 bytes), so only its type is wrong.
  */
-#define BPF_NO_KFUNC_PROTOTYPES
-#include "vmlinux.h"
-#include <bpf/bpf_helpers.h>
-
-/* The build passes the target's page size (see tld.bpf.h on __PAGE_SIZE). */
-#ifdef TLD_TEST_PAGE_SIZE
-#define __PAGE_SIZE TLD_TEST_PAGE_SIZE
-#endif
-
-#include "../../tld.bpf.h"
+#include "tld_prog.h"
 #include "tld_test.h"
 #include "tld_walk.h"
-
-char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 #ifndef ESRCH
 #define ESRCH 3
@@ -69,6 +61,7 @@ struct tld_keys {
 	tld_key_t dyn_int;
 	tld_key_t dyn_struct;
 	tld_key_t missing;
+	tld_key_t too_big;
 };
 
 /*
@@ -93,6 +86,8 @@ int read_basic(struct basic_ctx *ctx)
 	ctx->found_dyn_int = 0;
 	ctx->found_dyn_struct = 0;
 	ctx->found_never_created = 0;
+	ctx->found_too_big = 0;
+	ctx->found_dyn_int_as_8 = 0;
 
 	err = tld_object_init(task, &tld);
 	ctx->init_err = err;
@@ -124,6 +119,12 @@ int read_basic(struct basic_ctx *ctx)
 	value = tld_get_data(&tld, missing, "test_never_created", sizeof(int));
 	if (value)
 		ctx->found_never_created = 1;
+
+	/* Larger than the slot: never a pointer, searched or cached. */
+	if (tld_get_data(&tld, too_big, "test_dyn_int", sizeof(__u64)))
+		ctx->found_too_big = 1;
+	if (tld_get_data(&tld, dyn_int, "test_dyn_int", sizeof(__u64)))
+		ctx->found_dyn_int_as_8 = 1;
 
 	return 0;
 }
@@ -157,16 +158,18 @@ static int fill_dump(struct task_struct *task, struct task_dump *d)
 	d->cnt = 0;
 	d->meta_size = 0;
 	d->nr_keys = 0;
+	d->stale = 0;
 
 	v = bpf_task_storage_get(&tld_data_map, task, 0, 0);
 	if (!v)
 		return 0;
 	d->registered = 1;
 
-	ret = tld_walk_begin(&w, v, TLD_TEST_DUMP_MAX_KEYS);
+	ret = tld_walk_begin(&w, task, v, TLD_TEST_DUMP_MAX_KEYS);
 	d->start = w.start;
 	d->has_data = w.page != 0;
 	d->has_meta = w.meta != 0;
+	d->stale = w.stale;
 	if (ret)
 		return 0;
 	d->cnt = w.cnt;
@@ -180,7 +183,7 @@ static int fill_dump(struct task_struct *task, struct task_dump *d)
 		}
 
 		k = &d->keys[i];
-		__builtin_memcpy(k->name, key.slot->name, TLD_TEST_NAME_LEN);
+		__builtin_memcpy(k->name, key.name, TLD_TEST_NAME_LEN);
 		k->size = key.size;
 		k->offset = key.offset;
 		k->in_page = key.in_page;

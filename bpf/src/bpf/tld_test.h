@@ -29,6 +29,9 @@ struct basic_ctx {
 	__u8 found_dyn_struct;
 	__u8 found_never_created;
 	__u64 dyn_struct[4];	/* "test_dyn_struct" (32 bytes), if found */
+	__u8 found_too_big;	/* "test_dyn_int" (4 bytes) found asking 8 (never) */
+	__u8 found_dyn_int_as_8; /* the same through dyn_int's cached key (never) */
+	__u8 reserved[6];
 };
 
 /* Context of dump_task. */
@@ -56,11 +59,12 @@ struct task_dump {
 	__u8 has_data;			/* its data UPTR is set */
 	__u8 has_meta;			/* its meta UPTR is set */
 	__u8 stopped_at_unwritten;	/* the walk ended at a slot of size 0 */
-	__u16 start;			/* map value `start` */
-	__u16 cnt;			/* metadata cnt (raw, may exceed the slot count) */
+	__u16 start;			/* `start` (map value, or data page for 16 bytes) */
+	__u16 cnt;			/* metadata cnt as read (may exceed the slot count) */
 	__u16 meta_size;		/* metadata size */
 	__u16 nr_keys;			/* keys[] entries filled */
-	__u32 reserved;
+	__u8 stale;			/* the entry is from a replaced image: not walked */
+	__u8 reserved[3];
 	struct tld_test_key_dump keys[TLD_TEST_DUMP_MAX_KEYS];
 };
 

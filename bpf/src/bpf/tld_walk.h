@@ -3,7 +3,8 @@
  * tld_walk.h: the one walker of a thread's raw task local data, shared by
  * the programs that report it with no key name compiled in (dump_task in
  * tld_test.bpf.c, the tld_inspect task iterator). Include it after
- * tld.bpf.h.
+ * tld.bpf.h; it reads the layout tld.bpf.h was built for (TLD_MAP_VALUE_16:
+ * `start` from the data page, a u8 cnt).
  *
  * It reads memory that an untrusted process controls, so every count, size
  * and offset read is bounded before use: cnt is clamped to the slots a page
@@ -19,13 +20,13 @@
  *	struct tld_walk_key key;
  *	int i, ret;
  *
- *	if (tld_walk_begin(&w, v, max))
- *		return;			// no metadata page
+ *	if (tld_walk_begin(&w, task, v, max))
+ *		return;			// no metadata page, or w.stale
  *	bpf_for(i, 0, w.nr) {
  *		ret = tld_walk_next(&w, i, max, &key);
  *		if (ret <= 0)
  *			break;		// 0: slot i is unwritten
- *		... key.slot->name, key.size, key.offset, key.in_page ...
+ *		... key.name, key.size, key.offset, key.in_page ...
  *		len = tld_walk_copy(buf, sizeof(buf), &w, &key);
  *	}
  */
@@ -46,15 +47,16 @@ struct tld_walk {
 	 * states stop converging.
 	 */
 	__u64 off;			/* key offset of the next slot, saturating */
-	__u32 start;			/* map value `start` */
-	__u32 cnt;			/* metadata cnt, raw */
+	__u32 start;			/* `start` (map value, or data page), clamped to the page */
+	__u32 cnt;			/* metadata cnt, as this layout reads it */
 	__u32 meta_size;		/* metadata size, raw */
 	__u32 nr;			/* slots to walk: cnt, clamped */
+	__u8 stale;			/* the entry is from a replaced image (§5.5) */
 };
 
 /* One published slot, as tld_walk_next() found it. */
 struct tld_walk_key {
-	struct tld_metadata *slot;	/* its metadata slot (raw name: slot->name) */
+	const char *name;		/* the slot's raw name, TLD_NAME_LEN bytes */
 	__u64 pos;			/* start + offset: the value's offset in the page */
 	__u32 offset;			/* the key, saturating at TLD_WALK_OFFSET_CAP */
 	__u32 size;			/* the slot's size, never 0 */
@@ -62,29 +64,44 @@ struct tld_walk_key {
 };
 
 /*
- * tld_walk_begin() - Start a walk of the metadata of map value @v.
+ * tld_walk_begin() - Start a walk of the metadata of @task's map value @v.
  * @max: the most slots the caller takes, a compile-time constant
  *
- * Sets every member of @w (start and page even without metadata).
+ * Sets every member of @w (start and page even without metadata). A
+ * `start` read from a 16-byte map's data page that lies past the page is
+ * reported as the page size: nothing is in the page then.
  *
- * Return: 0, or -1 when @v has no metadata page (nothing to walk).
+ * Return: 0, or -1 when @v has no metadata page or belongs to an image
+ * @task replaced with execve (w->stale): nothing to walk.
  */
-static __always_inline int tld_walk_begin(struct tld_walk *w, struct tld_map_value *v,
-					  __u32 max)
+static __always_inline int tld_walk_begin(struct tld_walk *w, struct task_struct *task,
+					  struct tld_map_value *v, __u32 max)
 {
+	__u64 start = 0, stamp;
 	__u32 n;
 
-	w->start = v->start;
 	w->page = v->data;
 	w->meta = v->meta;
 	w->off = 0;
 	w->cnt = 0;
 	w->meta_size = 0;
 	w->nr = 0;
+	w->stale = 0;
+	if (w->page)
+		start = __tld_data_start(v, w->page);
+#ifndef TLD_MAP_VALUE_16
+	else
+		start = v->start;
+#endif
+	w->start = start < __PAGE_SIZE ? start : __PAGE_SIZE;
 	if (!w->meta)
 		return -1;
+	if (__tld_stamp(task, w->meta, &stamp)) {
+		w->stale = 1;
+		return -1;
+	}
 
-	n = __tld_read_once(w->meta->cnt);
+	n = __tld_meta_cnt(w->meta);
 	w->cnt = n;
 	w->meta_size = __tld_read_once(w->meta->size);
 	if (n > TLD_MAX_DATA_CNT)
@@ -115,9 +132,9 @@ static __always_inline int tld_walk_next(struct tld_walk *w, int i, __u32 max,
 	size = __tld_read_once(w->meta->metadata[i].size);
 	if (!size)
 		return 0;
-	asm volatile("" ::: "memory"); /* name after size, see tld.bpf.h */
 
-	k->slot = &w->meta->metadata[i];
+	/* The name is read through k->name: ordered after the size. */
+	k->name = __tld_slot_name(w->meta, i, size);
 	k->size = size;
 	k->offset = w->off;
 	k->pos = w->start + w->off;
