@@ -14,7 +14,9 @@ pub struct Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub(crate) fn new(errno: i32, message: impl Into<String>) -> Self {
+    /// An error with `errno` and `message`, for bindings that check their
+    /// own arguments before calling in.
+    pub fn new(errno: i32, message: impl Into<String>) -> Self {
         Error { errno, message: message.into() }
     }
 

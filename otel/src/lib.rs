@@ -70,6 +70,6 @@ pub use record::{
 };
 pub use symbol::owns_live_symbol;
 pub use thread::{
-    clear, current, record_key, scope, set, set_record_size, set_with_keys, thread_record_ptr, AttributeKey, Scope,
+    clear, current, record_key, scope, set, set_record_size, set_with_keys, thread_record_ptr, AttributeKey, SavedContext, Scope,
     RECORD_SIZE_ENV,
 };

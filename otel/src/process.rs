@@ -419,6 +419,11 @@ pub(crate) fn key_index(name: &str) -> Result<u8> {
     Ok(n as u8)
 }
 
+/// How many attribute keys are registered.
+pub(crate) fn key_count() -> Result<usize> {
+    Ok(state()?.key_count.load(Ordering::Acquire) as usize)
+}
+
 /// The registered attribute key names, by index.
 pub fn attribute_keys() -> Result<Vec<String>> {
     let s = state()?;

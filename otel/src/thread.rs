@@ -268,6 +268,16 @@ impl AttributeKey {
         process::key_index(name).map(AttributeKey)
     }
 
+    /// The key of a registered index (from another language, or the C ABI);
+    /// `EINVAL` when no key has that index yet.
+    pub fn from_index(index: u8) -> Result<AttributeKey> {
+        let n = process::key_count()?;
+        if index as usize >= n {
+            return Err(Error::invalid(format!("otel attribute key index {index} is not registered ({n} keys are)")));
+        }
+        Ok(AttributeKey(index))
+    }
+
     /// The index written in records.
     pub fn index(self) -> u8 {
         self.0
@@ -344,44 +354,60 @@ pub fn thread_record_ptr() -> Result<NonNull<u8>> {
     Ok(NonNull::new(c.record).expect("a block address is never null"))
 }
 
-/// A published context that restores the previous one when dropped: the
-/// scoped form of [`set`], for code that activates a span and returns.
-/// Belongs to the thread that made it; drop scopes in reverse order.
-#[must_use = "the previous context comes back when the scope is dropped"]
-pub struct Scope {
-    saved: [u8; MAX_RECORD_SIZE],
-    // Thread-bound: the record it restores is the creating thread's.
-    _thread: PhantomData<*const ()>,
+/// A copy of the calling thread's record, to put back later: what [`Scope`]
+/// holds, and what the C ABI's `tld_otel_saved_t` is (the same bytes).
+#[repr(C)]
+#[derive(Clone)]
+pub struct SavedContext {
+    record: [u8; MAX_RECORD_SIZE],
 }
 
-impl Scope {
-    fn save() -> Result<Scope> {
+impl SavedContext {
+    /// Copies the calling thread's record.
+    pub fn save() -> Result<SavedContext> {
         let (sh, c) = thread_record()?;
-        let mut saved = [0u8; MAX_RECORD_SIZE];
-        unsafe { std::ptr::copy_nonoverlapping(c.record, saved.as_mut_ptr(), sh.size) };
-        Ok(Scope { saved, _thread: PhantomData })
+        let mut record = [0u8; MAX_RECORD_SIZE];
+        unsafe { std::ptr::copy_nonoverlapping(c.record, record.as_mut_ptr(), sh.size) };
+        Ok(SavedContext { record })
     }
-}
 
-impl Drop for Scope {
-    fn drop(&mut self) {
-        // Only fails when the thread's block cannot be had: nothing to restore into.
-        let Ok((sh, c)) = thread_record() else { return };
+    /// Puts the saved record back on the calling thread, valid or not as it
+    /// was, with the valid-flag protocol; the TLS pointer follows.
+    pub fn restore(&self) -> Result<()> {
+        let (sh, c) = thread_record()?;
         let rec = c.record;
         let valid = valid_flag(rec);
         valid.store(0, Ordering::Relaxed);
         fence(Ordering::Release);
         unsafe {
-            std::ptr::copy_nonoverlapping(self.saved.as_ptr(), rec, VALID_OFFSET);
+            std::ptr::copy_nonoverlapping(self.record.as_ptr(), rec, VALID_OFFSET);
             std::ptr::copy_nonoverlapping(
-                self.saved.as_ptr().add(VALID_OFFSET + 1),
+                self.record.as_ptr().add(VALID_OFFSET + 1),
                 rec.add(VALID_OFFSET + 1),
                 sh.size - VALID_OFFSET - 1,
             );
         }
-        let was_valid = self.saved[VALID_OFFSET] == 1;
-        valid.store(self.saved[VALID_OFFSET], Ordering::Release);
+        let was_valid = self.record[VALID_OFFSET] == 1;
+        valid.store(self.record[VALID_OFFSET], Ordering::Release);
         set_slot(&c, if was_valid { rec } else { std::ptr::null_mut() });
+        Ok(())
+    }
+}
+
+/// A published context that restores the previous one when dropped: the
+/// scoped form of [`set`], for code that activates a span and returns.
+/// Belongs to the thread that made it; drop scopes in reverse order.
+#[must_use = "the previous context comes back when the scope is dropped"]
+pub struct Scope {
+    saved: SavedContext,
+    // Thread-bound: the record it restores is the creating thread's.
+    _thread: PhantomData<*const ()>,
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        // Fails only when the thread's block cannot be had: nothing to restore into.
+        let _ = self.saved.restore();
     }
 }
 
@@ -403,12 +429,7 @@ impl Drop for Scope {
 /// # Ok::<(), tld_otel::Error>(())
 /// ```
 pub fn scope(span: &SpanContext, attributes: &[(&str, &str)]) -> Result<Scope> {
-    let saved = Scope::save()?;
-    match set(span, attributes) {
-        Ok(()) => Ok(saved),
-        Err(e) => {
-            std::mem::forget(saved);
-            Err(e)
-        }
-    }
+    let saved = SavedContext::save()?;
+    set(span, attributes)?;
+    Ok(Scope { saved, _thread: PhantomData })
 }
