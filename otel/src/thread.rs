@@ -29,19 +29,24 @@ static REQUESTED_SIZE: AtomicUsize = AtomicUsize::new(0);
 /// with another size (setting the size it has is a no-op).
 pub fn set_record_size(bytes: usize) -> Result<()> {
     check_record_size(bytes, "set_record_size")?;
-    match tld::RawKey::find(RECORD_KEY) {
-        Ok(k) if k.size() != bytes => Err(Error::new(
+    let existing = match tld::RawKey::find(RECORD_KEY) {
+        Ok(k) => Some(k.size()),
+        Err(tld::Error::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    match existing {
+        Some(size) if size != bytes => Err(Error::new(
             libc::EBUSY,
             format!(
-                "otel record size {bytes}: the key {RECORD_KEY} already exists with {} bytes; set the size \
+                "otel record size {bytes}: the key {RECORD_KEY} already exists with {size} bytes; set the size \
                  before it is created (tld_otel::static_record_key!, TLD_OTEL_DEFINE_RECORD_KEY, {RECORD_SIZE_ENV}, \
-                 or before the first publication)",
-                k.size()
+                 or before the first publication)"
             ),
         )),
-        Ok(_) => Ok(REQUESTED_SIZE.store(bytes, Ordering::Relaxed)),
-        Err(tld::Error::NotFound { .. }) => Ok(REQUESTED_SIZE.store(bytes, Ordering::Relaxed)),
-        Err(e) => Err(e.into()),
+        _ => {
+            REQUESTED_SIZE.store(bytes, Ordering::Relaxed);
+            Ok(())
+        }
     }
 }
 
