@@ -74,9 +74,12 @@ struct Section {
     link: usize,
 }
 
+/// A TLS relocation against the symbol: its type and GOT offset.
+type Reloc = (u32, u64);
+
 /// Finds the symbol in an ELF64 file's `.dynsym` and its TLS relocation:
-/// `(st_value, relocation type and GOT offset, lowest PT_LOAD address)`.
-fn find_symbol(elf: &[u8]) -> Option<(u64, Option<(u32, u64)>, u64)> {
+/// `(st_value, relocation, lowest PT_LOAD address)`.
+fn find_symbol(elf: &[u8]) -> Option<(u64, Option<Reloc>, u64)> {
     if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 {
         return None;
     }

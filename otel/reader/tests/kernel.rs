@@ -121,8 +121,11 @@ fn expected(lang: u8, i: usize, nested: bool) -> ([u8; 16], [u8; 8], Vec<(String
     (trace, span, attrs)
 }
 
+/// A record's trace id, span id, valid byte, flags and attributes by name.
+type Decoded = ([u8; 16], [u8; 8], u8, u8, Vec<(String, String)>);
+
 /// Decodes a record's bytes by OTEP 4947, naming attributes through the key map.
-fn decode(bytes: &[u8], key_map: &[String]) -> ([u8; 16], [u8; 8], u8, u8, Vec<(String, String)>) {
+fn decode(bytes: &[u8], key_map: &[String]) -> Decoded {
     let size = u16::from_ne_bytes([bytes[26], bytes[27]]) as usize;
     let mut attrs = vec![];
     let mut at = 28;

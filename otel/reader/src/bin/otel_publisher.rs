@@ -44,12 +44,17 @@ struct CAttr {
     value: *const c_char,
 }
 
+type SetFn = unsafe extern "C" fn(*const CSpan, *const CAttr, usize) -> c_int;
+type SaveFn = unsafe extern "C" fn(*mut u8) -> c_int;
+type RestoreFn = unsafe extern "C" fn(*const u8) -> c_int;
+type ClearFn = unsafe extern "C" fn() -> c_int;
+
 /// The C ABI of the second copy, looked up with dlsym.
 struct OtherCopy {
-    set: unsafe extern "C" fn(*const CSpan, *const CAttr, usize) -> c_int,
-    save: unsafe extern "C" fn(*mut u8) -> c_int,
-    restore: unsafe extern "C" fn(*const u8) -> c_int,
-    clear: unsafe extern "C" fn() -> c_int,
+    set: SetFn,
+    save: SaveFn,
+    restore: RestoreFn,
+    clear: ClearFn,
 }
 
 fn load_other_copy(path: &str) -> OtherCopy {
@@ -63,10 +68,10 @@ fn load_other_copy(path: &str) -> OtherCopy {
     };
     unsafe {
         OtherCopy {
-            set: std::mem::transmute::<*mut c_void, _>(sym(c"tld_otel_set")),
-            save: std::mem::transmute::<*mut c_void, _>(sym(c"tld_otel_save")),
-            restore: std::mem::transmute::<*mut c_void, _>(sym(c"tld_otel_restore")),
-            clear: std::mem::transmute::<*mut c_void, _>(sym(c"tld_otel_clear")),
+            set: std::mem::transmute::<*mut c_void, SetFn>(sym(c"tld_otel_set")),
+            save: std::mem::transmute::<*mut c_void, SaveFn>(sym(c"tld_otel_save")),
+            restore: std::mem::transmute::<*mut c_void, RestoreFn>(sym(c"tld_otel_restore")),
+            clear: std::mem::transmute::<*mut c_void, ClearFn>(sym(c"tld_otel_clear")),
         }
     }
 }
