@@ -70,3 +70,14 @@ pub fn kernel_tests_enabled() -> bool {
     eprintln!("skipping: the otel kernel tests need root (BPF and ptrace)");
     false
 }
+
+/// OTEP 4947's pointer swap in plain C (c/tls_baseline.c): the baseline of
+/// the cost measurement (benches/otel.rs).
+pub mod baseline {
+    extern "C" {
+        /// Points the C `__thread` pointer at `record`.
+        pub fn tls_baseline_activate(record: *mut u8);
+        /// Sets it to NULL.
+        pub fn tls_baseline_deactivate();
+    }
+}
