@@ -11,7 +11,7 @@ export CGO_ENABLED = 1
 PYTHON ?= python3
 VENV := target/venv
 
-.PHONY: demo test setup build loom bench go-test go-bench python-venv python-test python-bench cpp-test cpp-bench mixed-build mixed-test
+.PHONY: demo test setup build loom bench go-test go-bench python-venv python-test python-bench cpp-test cpp-bench mixed-build mixed-test otel-test otel-bench
 
 setup:
 	@scripts/setup.sh
@@ -85,6 +85,18 @@ mixed-test: mixed-build python-venv
 	$(CARGO) build -p tld-cli
 	$(VENV)/bin/python -m pytest tests/mixed
 
+# OpenTelemetry thread context (otel/, otel/reader): the crate's tests, then
+# the kernel tests where Rust and C publishers are read by BPF, an OTEP 4719
+# reader and an OTEP 4947 TLS reader (they need libtld from `build`).
+# `make test` runs them in its workspace pass; this target runs them alone.
+otel-test: build
+	$(CARGO) test -p task-local-data-otel -p tld-otel-reader
+
+# Set + clear on span activation, Rust and C, against a C __thread pointer swap.
+otel-bench:
+	$(CARGO) build -p task-local-data-capi --release
+	$(CARGO) bench -p tld-otel-reader --bench otel
+
 # loom needs its own cfg, so it builds the core into its own target dir.
 loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test -p task-local-data --lib --release loom
@@ -95,6 +107,7 @@ bench: build
 	$(MAKE) go-bench
 	$(MAKE) python-bench
 	$(MAKE) cpp-bench
+	$(MAKE) otel-bench
 
 # Go benchmarks link the optimized library (build tag tld_release).
 go-bench:
