@@ -11,18 +11,18 @@ export CGO_ENABLED = 1
 PYTHON ?= python3
 VENV := target/venv
 
-.PHONY: demo test setup build loom bench go-test go-bench python-venv python-test python-bench cpp-test cpp-bench mixed-build mixed-test otel-test otel-bench
+.PHONY: demo test setup build loom pod-test bench c-bench go-test go-bench python-venv python-test python-bench cpp-test cpp-bench mixed-build mixed-test otel-test otel-bench
 
 setup:
 	@scripts/setup.sh
 
 # The C library (libtld.a, libtld.so) that the C tests and cross-copy tests
-# load, plus two copies built with other runtime ABI versions (1.1 joins a 1.0
-# runtime, 2.0 refuses it) for the version test.
+# load, plus two copies built with other runtime ABI versions (2.1 joins a 2.0
+# runtime, 3.0 refuses it) for the version test.
 build: setup
 	$(CARGO) build -p task-local-data-capi
-	TLD_TEST_RUNTIME_ABI_VERSION=65537 $(CARGO) build -p task-local-data-capi --target-dir target/abi-1.1
-	TLD_TEST_RUNTIME_ABI_VERSION=131072 $(CARGO) build -p task-local-data-capi --target-dir target/abi-2.0
+	TLD_TEST_RUNTIME_ABI_VERSION=131073 $(CARGO) build -p task-local-data-capi --target-dir target/abi-2.1
+	TLD_TEST_RUNTIME_ABI_VERSION=196608 $(CARGO) build -p task-local-data-capi --target-dir target/abi-3.0
 
 # Pins a map with the `tld` tool, starts the mixed-language demo workload
 # (tests/mixed/demo_app.py: Python, C++ and Go in one process), shows
@@ -36,18 +36,26 @@ demo: build python-venv mixed-build
 test: build
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --workspace --doc --exclude task-local-data-capi --exclude tld-cxx --exclude tld-python
+	$(MAKE) pod-test
 	$(MAKE) go-test
 	$(MAKE) python-test
 	$(MAKE) cpp-test
 	$(MAKE) mixed-test
 	$(MAKE) loom
 
+# The core's optional `bytemuck` feature (a derived bytemuck::Pod struct is a
+# Key<T>; padding refused at compile time), read back through `tld dump`.
+pod-test:
+	$(CARGO) build -p tld-cli
+	$(CARGO) test -p task-local-data --features bytemuck --test bytemuck_pod
+	$(CARGO) test -p task-local-data --features bytemuck --doc Pod
+
 # The Go package (go/) links target/debug/libtld.a; its kernel tests read the
 # values back with the tld tool (target/debug/tld). -count=1 because go test's
 # result cache does not notice a rebuilt libtld.a.
 go-test: build
 	$(CARGO) build -p tld-cli
-	cd go && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd go && $(GO) vet ./... && $(GO) test -count=1 -ldflags="-X main.libtldStamp=$$(sha256sum ../target/debug/libtld.a | cut -c1-16)" ./...
 
 # The Python binding (python/, pyproject.toml): `pip install .` builds the
 # wheel with maturin (fetched from PyPI by pip's build isolation) into the
@@ -104,10 +112,23 @@ loom:
 bench: build
 	$(CARGO) bench -p tld-tests --bench tld
 	$(CARGO) bench -p tld-tests --bench create_key
+	$(MAKE) c-bench
 	$(MAKE) go-bench
 	$(MAKE) python-bench
 	$(MAKE) cpp-bench
 	$(MAKE) otel-bench
+
+# C: tld.h's inline tld_get_data() + store against a plain __thread store,
+# -O2, the release libtld.a, on a map pinned for the run.
+C_BENCH_PIN := /sys/fs/bpf/tld-c-bench-$(shell echo $$PPID)
+c-bench:
+	$(CARGO) build -p task-local-data-capi -p tld-cli --release
+	mkdir -p target/c-bench
+	$(CC) -O2 -std=c11 -Wall -Wextra -Werror -pthread -Icapi/include tests/c/bench_hot_path.c \
+		tests/c/bench_hot_path_call.c target/release/libtld.a -ldl -lm -lpthread -o target/c-bench/bench_hot_path
+	target/release/tld pin --path $(C_BENCH_PIN)/tld_data_map >/dev/null
+	TLD_TEST_MAP=$(C_BENCH_PIN)/tld_data_map target/c-bench/bench_hot_path; \
+		status=$$?; target/release/tld unpin --path $(C_BENCH_PIN)/tld_data_map >/dev/null; rmdir $(C_BENCH_PIN); exit $$status
 
 # Go benchmarks link the optimized library (build tag tld_release).
 go-bench:

@@ -2,25 +2,21 @@
 // in-critical-section flag, a request id) that BPF programs read in place,
 // with a plain memory store per update: task local data.
 //
-// Its state belongs to OS threads, not goroutines: write values only from a
-// goroutine locked to its OS thread, and keep a pointer to a value only
-// while the goroutine stays locked to that thread. [WithThread] does the
-// locking for you.
+// Values belong to OS threads, not goroutines: BPF sees kernel tasks. Write
+// them only inside [WithThread], which locks the goroutine to its thread for
+// the callback and, before unlocking, puts back every value the callback
+// changed, so the thread returns to the Go scheduler carrying no hint of the
+// finished work.
 //
 // # Goroutines are not threads
 //
-// BPF sees kernel tasks, that is OS threads. Every value this package writes
-// belongs to the OS thread that runs the writing goroutine at that moment,
-// and goroutines move between OS threads whenever the Go scheduler likes. A
-// value written from a goroutine that is not locked to its thread
-// (runtime.LockOSThread) lands on whatever thread happened to run it, and BPF
-// sees it there. Publish hints only from a goroutine locked to its thread.
-//
-// The safe API does the locking: [WithThread] locks the calling goroutine to
-// its OS thread, hands the callback a [Thread] for that thread's data, and
-// unlocks when the callback returns. Values obtained from it ([Value],
-// [RawValue]) are checked on every access and panic once the callback has
-// returned, so nothing can write through them after the goroutine moved:
+// Every value this package writes belongs to the OS thread that runs the
+// writing goroutine at that moment, and goroutines move between OS threads
+// whenever the Go scheduler likes. A value written from a goroutine that is
+// not locked to its thread (runtime.LockOSThread) would land on whatever
+// thread happened to run it, and BPF would see it there, on behalf of
+// whichever goroutine runs on that thread next. So every write goes through
+// a [Thread], which only [WithThread] hands out:
 //
 //	err := tld.WithThread(func(t *tld.Thread) error {
 //		prio, err := priority.On(t) // this thread's value of the key
@@ -29,9 +25,24 @@
 //		}
 //		prio.Set(3) // a plain store; BPF sees 3 for this thread
 //		work()
-//		prio.Set(0)
 //		return nil
-//	})
+//	}) // priority is back to what it was before; the thread is unlocked
+//
+// WithThread locks the calling goroutine to its OS thread, hands the
+// callback a [Thread] for that thread's data, and when the callback returns
+// (or panics) restores each key the callback reached through the Thread to
+// the value it had before, then unlocks. Nested calls restore their own
+// changes. Values obtained from it ([Value], [RawValue]) are checked on every
+// access and panic once the callback has returned, so nothing can write
+// through them after the goroutine moved. [Key.Set], [Key.Get],
+// [RawKey.Store] and [RawKey.Load] take the Thread too: there is no form that
+// writes "the current thread" of an unlocked goroutine.
+//
+// A goroutine that owns its thread for longer publishes for longer by
+// wrapping its whole life in one WithThread (a worker loop), or calls
+// [Thread.Keep] when the values must outlive the callback: a goroutine that
+// locked itself and never unlocks, or a function exported to C running on a
+// thread C code owns.
 //
 // Handles are for the goroutine that called WithThread: do not hand a
 // Thread or a Value to another goroutine.
@@ -41,12 +52,9 @@
 // [RawValue.UnsafeBytes], [Key.UnsafePointer]) return raw pointers into the
 // thread's block for code that holds the lock itself (a worker goroutine
 // that calls runtime.LockOSThread once and never unlocks, as with network
-// namespaces). Nothing checks them: used after the goroutine moved they
+// namespaces). Nothing checks them and WithThread does not restore what is
+// written through [Key.UnsafePointer]: used after the goroutine moved they
 // write another thread's value, and after the thread exited, freed memory.
-//
-// The per-call convenience methods ([Key.Set], [Key.Get], [RawKey.Store],
-// [RawKey.Load]) lock the goroutine for the duration of one call; they are
-// meaningful for a goroutine that is already locked to its thread.
 //
 // # Keys
 //
@@ -56,7 +64,11 @@
 // key of the same size, [FindKey] looks one up. [Key] is typed and takes
 // fixed-size types without pointers (integers, floats, booleans, arrays and
 // structs of them); [RawKey] holds raw bytes. Keys are plain values: copy them
-// and share them between goroutines freely.
+// and share them between goroutines freely. A package-level key is made once
+// at initialisation with [MustCreateStaticKey], which panics with the error
+// rather than leaving a zero Key:
+//
+//	var priority = tld.MustCreateStaticKey[int32]("priority")
 //
 // # Maps
 //

@@ -58,8 +58,8 @@ func TestMain(m *testing.M) {
 // does not help) count among them: after rebuilding libtld.a, run go test
 // with -count=1 (as `make test` does) or a stale "(cached)" result may show.
 func TestLinkedLibrary(t *testing.T) {
-	if v := RuntimeABIVersion(); v>>16 != 1 {
-		t.Errorf("runtime ABI version %d.%d, want 1.x", v>>16, v&0xffff)
+	if v := RuntimeABIVersion(); v>>16 != 2 {
+		t.Errorf("runtime ABI version %d.%d, want 2.x", v>>16, v&0xffff)
 	}
 	if MetadataPage() == 0 {
 		t.Error("no metadata page: the runtime did not start")

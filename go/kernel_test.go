@@ -16,6 +16,7 @@ import (
 func init() {
 	scenarios["basic"] = scenarioBasic
 	scenarios["thread-exit"] = scenarioThreadExit
+	scenarios["restore"] = scenarioRestore
 }
 
 // TestBasic: many goroutines, each locked to its own thread, publish their
@@ -25,6 +26,11 @@ func TestBasic(t *testing.T) { inKernelChild(t, "basic") }
 // TestThreadExit: a goroutine locked to its thread that returns without
 // unlocking ends the thread; its block is released and BPF no longer sees it.
 func TestThreadExit(t *testing.T) { inKernelChild(t, "thread-exit") }
+
+// TestRestore: WithThread puts back what its callback set before it unlocks,
+// so BPF no longer sees the callback's values on the thread; Keep and
+// panics, as documented.
+func TestRestore(t *testing.T) { inKernelChild(t, "restore") }
 
 type published struct {
 	tid  int
@@ -88,26 +94,32 @@ func scenarioBasic() error {
 			}
 		}()
 	}
-	// One more goroutine locks itself and uses the per-call API and the raw
-	// pointer, as a dedicated worker would.
+	// One more goroutine locks itself and uses the Thread-taking per-call API
+	// and the raw pointer, as a dedicated worker would; Keep leaves the values
+	// on its thread after the callback.
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
 		want := published{tid: gettid(), prio: 7, req: 99, blob: make([]byte, 12)}
-		if err := prio.Set(want.prio); err != nil {
-			results <- published{err: err}
-			return
-		}
-		p, err := req.UnsafePointer()
+		err := WithThread(func(t *Thread) error {
+			t.Keep()
+			if err := prio.Set(t, want.prio); err != nil {
+				return err
+			}
+			p, err := req.UnsafePointer()
+			if err != nil {
+				return err
+			}
+			*p = want.req
+			if got, err := prio.Get(t); err != nil || got != want.prio {
+				return fmt.Errorf("Key.Get = %d, %v", got, err)
+			}
+			return nil
+		})
 		if err != nil {
 			results <- published{err: err}
-			return
-		}
-		*p = want.req
-		if got, err := prio.Get(); err != nil || got != want.prio {
-			results <- published{err: fmt.Errorf("Key.Get = %d, %v", got, err)}
 			return
 		}
 		results <- want
@@ -179,6 +191,7 @@ func scenarioThreadExit() error {
 		// Locked and never unlocked: the thread ends with this goroutine.
 		runtime.LockOSThread()
 		err := WithThread(func(t *Thread) error {
+			t.Keep() // the thread is this goroutine's until it exits
 			v, err := key.On(t)
 			if err != nil {
 				return err
@@ -240,4 +253,92 @@ func openFDs() int {
 		return -1
 	}
 	return len(entries)
+}
+
+// bpfSees returns the values BPF sees for thread tid, by key name (0 for a
+// key or thread it does not see).
+func bpfSees(tid int, names ...string) ([]int64, error) {
+	threads, _, err := dumpProcess(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int64, len(names))
+	for i, name := range names {
+		if v := threads[tid][name]; v != nil && v.Int != nil {
+			out[i] = *v.Int
+		}
+	}
+	return out, nil
+}
+
+func scenarioRestore() error {
+	if err := Attach(""); err != nil {
+		return err
+	}
+	prio := MustCreateStaticKey[int32]("priority")
+	req, err := CreateKey[uint64]("request_id")
+	if err != nil {
+		return err
+	}
+	// One goroutine, locked for the whole scenario so that every WithThread
+	// runs on the same OS thread, the one whose values BPF is asked about.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	tid := gettid()
+	check := func(when string, wantPrio, wantReq int64) error {
+		got, err := bpfSees(tid, "priority", "request_id")
+		if err != nil {
+			return err
+		}
+		if got[0] != wantPrio || got[1] != wantReq {
+			return fmt.Errorf("%s: BPF sees priority %d, request_id %d on thread %d; want %d, %d",
+				when, got[0], got[1], tid, wantPrio, wantReq)
+		}
+		return nil
+	}
+	// A baseline the thread keeps: priority 1.
+	if err := WithThread(func(t *Thread) error {
+		t.Keep()
+		return prio.Set(t, 1)
+	}); err != nil {
+		return err
+	}
+	if err := check("after a kept callback", 1, 0); err != nil {
+		return err
+	}
+	// A request: set, seen by BPF during the callback, gone after it.
+	err = WithThread(func(t *Thread) error {
+		if err := prio.Set(t, 3); err != nil {
+			return err
+		}
+		r, err := req.On(t)
+		if err != nil {
+			return err
+		}
+		r.Set(42)
+		if err := check("inside the callback", 3, 42); err != nil {
+			return err
+		}
+		// A nested callback restores its own change only.
+		if err := WithThread(func(t *Thread) error { return prio.Set(t, 9) }); err != nil {
+			return err
+		}
+		return check("after a nested callback", 3, 42)
+	})
+	if err != nil {
+		return err
+	}
+	if err := check("after the callback", 1, 0); err != nil {
+		return err
+	}
+	// A panicking callback restores too.
+	func() {
+		defer func() { recover() }()
+		WithThread(func(t *Thread) error {
+			prio.Set(t, 5)
+			req.Set(t, 43)
+			panic("request failed")
+		})
+	}()
+	return check("after a panicking callback", 1, 0)
 }

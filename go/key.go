@@ -201,3 +201,27 @@ func (k Key[T]) Name() string { return k.raw.name }
 
 // Offset returns the value's offset in every thread's data area.
 func (k Key[T]) Offset() int { return int(k.raw.off) }
+
+// MustCreateStaticKey is [CreateStaticKey] for package-level variables: it
+// panics with the error (a *[Error] naming the key and the cause) when the
+// key cannot be created, so a name clash or a full metadata page stops the
+// program at initialisation instead of leaving a zero Key behind:
+//
+//	var priority = tld.MustCreateStaticKey[int32]("priority")
+func MustCreateStaticKey[T any](name string) Key[T] {
+	k, err := CreateStaticKey[T](name)
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
+// MustCreateStaticRawKey is [CreateStaticRawKey] that panics with the error,
+// as [MustCreateStaticKey].
+func MustCreateStaticRawKey(name string, size int) RawKey {
+	k, err := CreateStaticRawKey(name, size)
+	if err != nil {
+		panic(err)
+	}
+	return k
+}

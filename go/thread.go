@@ -2,6 +2,7 @@ package tld
 
 import (
 	"runtime"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -12,26 +13,113 @@ import (
 // panics when used after the callback returned.
 type Thread struct {
 	live bool
+	keep bool
 	tid  int
+	// The values the callback reached through this Thread, each with what it
+	// held before: WithThread puts them back before unlocking. Taken from
+	// savedPool on the first data access and returned by end, so that a
+	// callback allocates only the small Thread itself.
+	saved *savedValues
+}
+
+type savedValues struct{ list []savedValue }
+
+var savedPool = sync.Pool{New: func() any { return &savedValues{list: make([]savedValue, 0, 4)} }}
+
+// savedValue is one key's value as it was before the callback first
+// touched it, and where it lives in this thread's block.
+type savedValue struct {
+	off  int16
+	size int
+	p    unsafe.Pointer
+	word [8]byte // values up to 8 bytes
+	big  []byte  // larger values
+}
+
+func (s *savedValue) old() []byte {
+	if s.big != nil {
+		return s.big
+	}
+	return s.word[:s.size]
 }
 
 // WithThread locks the calling goroutine to its OS thread, calls fn with a
-// handle to that thread's data, and unlocks when fn returns (or panics). It
-// returns fn's error.
+// handle to that thread's data, and, when fn returns (or panics), puts back
+// every value fn changed through the handle and unlocks. It returns fn's
+// error.
 //
-// Values obtained inside fn are this thread's and only this thread's: BPF
-// sees them on this thread's task. They stay in place after fn returns (a
-// later WithThread on the same thread sees them again), but the handles do
-// not: using one afterwards panics. If the goroutine was already locked
-// (runtime.LockOSThread), it stays locked after fn returns. fn must not call
-// runtime.UnlockOSThread more often than it calls runtime.LockOSThread: that
-// would unlock the goroutine while its handles are still valid.
+// Values set inside fn are this thread's and only this thread's: BPF sees
+// them on this thread's task while fn runs. Before unlocking, WithThread
+// restores each key reached through t ([Key.On], [Key.Set], [RawKey.Store]...)
+// to the value it had when fn first reached it, so an OS thread that goes
+// back to the Go scheduler carries no hint of a finished callback (a request
+// id, a priority) into whatever goroutine runs there next. Nested calls each
+// restore their own changes. [Thread.Keep] opts out, for a thread that stays
+// the caller's after fn returns.
+//
+// Handles do not outlive fn: using one afterwards panics. If the goroutine
+// was already locked (runtime.LockOSThread), it stays locked after fn
+// returns. fn must not call runtime.UnlockOSThread more often than it calls
+// runtime.LockOSThread: that would unlock the goroutine while its handles are
+// still valid. Values written through [Key.UnsafePointer] or by other
+// languages' bindings are not tracked and not restored.
 func WithThread(fn func(t *Thread) error) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	t := &Thread{live: true}
-	defer func() { t.live = false }()
+	defer t.end()
 	return fn(t)
+}
+
+// end invalidates t's handles and, unless [Thread.Keep] was called, restores
+// the values the callback reached. It runs on the locked thread.
+func (t *Thread) end() {
+	t.live = false
+	saved := t.saved
+	if saved == nil {
+		return
+	}
+	t.saved = nil
+	defer func() {
+		clear(saved.list) // drop the larger values' buffers
+		saved.list = saved.list[:0]
+		savedPool.Put(saved)
+	}()
+	if t.keep || len(saved.list) == 0 {
+		return
+	}
+	// The block may have been released during the callback (tld_free from
+	// another language on this thread): look the data pointer up again, so a
+	// restore never writes into a block this thread no longer owns.
+	first := &saved.list[0]
+	p, _ := cData(first.off)
+	if p == nil {
+		return // no block now: nothing carries the callback's values
+	}
+	moved := p != first.p
+	for i := len(saved.list) - 1; i >= 0; i-- {
+		s := &saved.list[i]
+		dst := s.p
+		if moved {
+			if dst, _ = cData(s.off); dst == nil {
+				continue
+			}
+		}
+		copy(unsafe.Slice((*byte)(dst), s.size), s.old())
+	}
+}
+
+// Keep leaves the values the callback sets in place after it returns,
+// instead of restoring them. Call it only when the OS thread stays the
+// caller's after the callback: a goroutine that called runtime.LockOSThread
+// itself and never unlocks (the thread ends with it), or a function exported
+// to C (//export) that runs on a thread C code created and owns. On a
+// goroutine that unlocks afterwards, kept values stay on a thread the Go
+// scheduler hands to other goroutines, and BPF attributes them to those.
+// Panics after the callback returned.
+func (t *Thread) Keep() {
+	t.check()
+	t.keep = true
 }
 
 // ID returns the thread's kernel id (gettid), the tid BPF programs and
@@ -54,10 +142,30 @@ func (t *Thread) check() {
 }
 
 // data returns the thread's pointer for the key (allocating and registering
-// the thread's block on its first access).
+// the thread's block on its first access). The first time the callback
+// reaches a key, its current value is saved for [WithThread] to restore.
 func (t *Thread) data(op string, k RawKey) (unsafe.Pointer, error) {
 	t.check()
-	return threadData(op, k)
+	if t.saved == nil {
+		t.saved = savedPool.Get().(*savedValues)
+	}
+	for i := range t.saved.list {
+		if s := &t.saved.list[i]; s.off == k.off && k.size != 0 {
+			return s.p, nil
+		}
+	}
+	p, err := threadData(op, k)
+	if err != nil {
+		return nil, err
+	}
+	s := savedValue{off: k.off, size: k.size, p: p}
+	if k.size <= len(s.word) {
+		copy(s.word[:], unsafe.Slice((*byte)(p), k.size))
+	} else {
+		s.big = append([]byte(nil), unsafe.Slice((*byte)(p), k.size)...)
+	}
+	t.saved.list = append(t.saved.list, s)
+	return p, nil
 }
 
 // threadData is tld_data for the calling thread; the caller holds the
@@ -168,23 +276,16 @@ func (v RawValue) UnsafeBytes() []byte {
 	return unsafe.Slice((*byte)(v.p), v.size)
 }
 
-// Set stores x as the value of the OS thread running the calling goroutine:
-// one C call that finds the thread's value and stores (values over 8 bytes:
-// the goroutine is locked for the call). Meaningful only when the goroutine
-// is locked to its thread (runtime.LockOSThread): otherwise the value lands
-// on whichever thread ran the call. Errors as [Key.On].
-func (k Key[T]) Set(x T) error {
-	if unsafe.Sizeof(x) <= 8 && k.raw.size != 0 {
-		var word uint64
-		*(*T)(unsafe.Pointer(&word)) = x
-		if cStoreWord(k.raw.off, word, k.raw.size) {
-			return nil
-		}
-	}
-	// Larger values, and failures: the error message is per thread.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	p, err := threadData("set", k.raw)
+// Set stores x as t's value of the key: shorthand for [Key.On] then
+// [Value.Set], restored like them when the [WithThread] callback returns.
+// The first call for a key on t looks the value up (one C call); later ones
+// are a plain store. Errors as [Key.On]. Panics if t is no longer valid.
+//
+// There is no form without a Thread: a value written from a goroutine that
+// is not locked to its OS thread lands on whichever thread ran the write,
+// and stays there for BPF to attribute to the next goroutine that runs on it.
+func (k Key[T]) Set(t *Thread, x T) error {
+	p, err := t.data("set", k.raw)
 	if err != nil {
 		return err
 	}
@@ -192,19 +293,11 @@ func (k Key[T]) Set(x T) error {
 	return nil
 }
 
-// Get returns the value of the OS thread running the calling goroutine, with
-// the caveats of [Key.Set].
-func (k Key[T]) Get() (T, error) {
-	var zero T
-	if unsafe.Sizeof(zero) <= 8 && k.raw.size != 0 {
-		if word, ok := cLoadWord(k.raw.off, k.raw.size); ok {
-			return *(*T)(unsafe.Pointer(&word)), nil
-		}
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	p, err := threadData("get", k.raw)
+// Get returns t's value of the key, as [Key.Set].
+func (k Key[T]) Get(t *Thread) (T, error) {
+	p, err := t.data("get", k.raw)
 	if err != nil {
+		var zero T
 		return zero, err
 	}
 	return *(*T)(p), nil
@@ -214,7 +307,8 @@ func (k Key[T]) Get() (T, error) {
 // locking anything: the escape hatch for a goroutine that locked itself to
 // its thread (runtime.LockOSThread) and keeps the pointer only while it stays
 // locked. Unlocked, the pointer may belong to another thread by the time it
-// is used. Errors as [Key.On].
+// is used. Writes through it are not restored by [WithThread]. Errors as
+// [Key.On].
 func (k Key[T]) UnsafePointer() (*T, error) {
 	p, err := threadData("unsafe pointer", k.raw)
 	if err != nil {
@@ -223,16 +317,13 @@ func (k Key[T]) UnsafePointer() (*T, error) {
 	return (*T)(p), nil
 }
 
-// Store copies src (at most Size() bytes, else syscall.E2BIG) into the value
-// of the OS thread running the calling goroutine, with the caveats of
-// [Key.Set].
-func (k RawKey) Store(src []byte) error {
+// Store copies src (at most Size() bytes, else syscall.E2BIG) into t's value
+// of the key; bytes past len(src) are left as they are. As [Key.Set].
+func (k RawKey) Store(t *Thread, src []byte) error {
 	if len(src) > k.size {
 		return newError("store", k.name, syscall.E2BIG, "more bytes than the key's size")
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	p, err := threadData("store", k)
+	p, err := t.data("store", k)
 	if err != nil {
 		return err
 	}
@@ -240,12 +331,10 @@ func (k RawKey) Store(src []byte) error {
 	return nil
 }
 
-// Load copies the value of the OS thread running the calling goroutine into
-// dst and returns the bytes copied, with the caveats of [Key.Set].
-func (k RawKey) Load(dst []byte) (int, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	p, err := threadData("load", k)
+// Load copies t's value of the key into dst and returns the bytes copied, as
+// [Key.Set].
+func (k RawKey) Load(t *Thread, dst []byte) (int, error) {
+	p, err := t.data("load", k)
 	if err != nil {
 		return 0, err
 	}

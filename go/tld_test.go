@@ -1,11 +1,13 @@
 package tld
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +22,8 @@ func init() {
 	scenarios["no-space"] = scenarioNoSpace
 	scenarios["race"] = scenarioRace
 	scenarios["cross-copy"] = scenarioCrossCopy
+	scenarios["restore-values"] = scenarioRestoreValues
+	scenarios["must-create"] = scenarioMustCreate
 }
 
 func gettid() int { return syscall.Gettid() }
@@ -147,20 +151,19 @@ func panics(f func()) (did bool) {
 // TestZeroKey: the zero Key is not a key.
 func TestZeroKey(t *testing.T) {
 	var k Key[int64]
-	if err := k.Set(1); !errors.Is(err, syscall.EINVAL) {
-		t.Errorf("zero Key.Set: %v, want EINVAL", err)
-	}
-	err := WithThread(func(th *Thread) error {
-		_, err := k.On(th)
-		return err
-	})
-	if !errors.Is(err, syscall.EINVAL) {
-		t.Errorf("zero Key.On: %v, want EINVAL", err)
+	for name, use := range map[string]func(th *Thread) error{
+		"Key.On":  func(th *Thread) error { _, err := k.On(th); return err },
+		"Key.Set": func(th *Thread) error { return k.Set(th, 1) },
+		"Key.Get": func(th *Thread) error { _, err := k.Get(th); return err },
+	} {
+		if err := WithThread(use); !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("zero %s: %v, want EINVAL", name, err)
+		}
 	}
 }
 
-// TestPerCallAPI: Key.Set/Get and RawKey.Store/Load on a locked goroutine
-// see the same memory as the WithThread handles.
+// TestPerCallAPI: Key.Set/Get and RawKey.Store/Load see the same memory as
+// the WithThread handles.
 func TestPerCallAPI(t *testing.T) {
 	key, err := GetOrCreateKey[int16]("test_per_call")
 	if err != nil {
@@ -171,10 +174,10 @@ func TestPerCallAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = WithThread(func(th *Thread) error {
-		if err := key.Set(-12); err != nil {
+		if err := key.Set(th, -12); err != nil {
 			return err
 		}
-		if err := raw.Store([]byte{1, 2, 3}); err != nil {
+		if err := raw.Store(th, []byte{1, 2, 3}); err != nil {
 			return err
 		}
 		v, err := key.On(th)
@@ -191,13 +194,13 @@ func TestPerCallAPI(t *testing.T) {
 			return fmt.Errorf("handles see %d, %v", v.Get(), buf)
 		}
 		v.Set(40)
-		if got, err := key.Get(); err != nil || got != 40 {
+		if got, err := key.Get(th); err != nil || got != 40 {
 			return fmt.Errorf("Key.Get = %d, %v", got, err)
 		}
-		if n, err := raw.Load(buf[:2]); err != nil || n != 2 {
+		if n, err := raw.Load(th, buf[:2]); err != nil || n != 2 {
 			return fmt.Errorf("RawKey.Load = %d, %v", n, err)
 		}
-		if err := raw.Store(make([]byte, 4)); !errors.Is(err, syscall.E2BIG) {
+		if err := raw.Store(th, make([]byte, 4)); !errors.Is(err, syscall.E2BIG) {
 			return fmt.Errorf("RawKey.Store of 4 bytes into 3: %v, want E2BIG", err)
 		}
 		return nil
@@ -205,6 +208,100 @@ func TestPerCallAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var stale *Thread
+	WithThread(func(th *Thread) error { stale = th; return nil })
+	if !panics(func() { key.Set(stale, 1) }) || !panics(func() { raw.Load(stale, nil) }) || !panics(stale.Keep) {
+		t.Error("the per-call API with a Thread whose callback returned did not panic")
+	}
+}
+
+// TestRestoreValues: what WithThread restores when the callback returns:
+// every key reached through the Thread (typed, raw, larger than a word, set
+// through a handle or the per-call API), nested callbacks their own changes,
+// a panicking callback too; Keep keeps. BPF's view of the same is
+// TestRestore.
+// It runs in a child: its keys would take the in-process tests' reserve.
+func TestRestoreValues(t *testing.T) { inChild(t, "restore-values") }
+
+func scenarioRestoreValues() error {
+	small := MustCreateStaticKey[uint32]("test_restore_small")
+	big, err := GetOrCreateRawKey("test_restore_big", 24)
+	if err != nil {
+		return err
+	}
+	// Locked across the callbacks: each one runs on this same thread.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	read := func() (uint32, []byte) {
+		var v uint32
+		buf := make([]byte, 24)
+		err := WithThread(func(th *Thread) error {
+			var err error
+			if v, err = small.Get(th); err != nil {
+				return err
+			}
+			_, err = big.Load(th, buf)
+			return err
+		})
+		if err != nil {
+			panic(err)
+		}
+		return v, buf
+	}
+	before := bytes.Repeat([]byte{7}, 24)
+	WithThread(func(th *Thread) error {
+		th.Keep()
+		small.Set(th, 11)
+		return big.Store(th, before)
+	})
+	if v, b := read(); v != 11 || !bytes.Equal(b, before) {
+		return fmt.Errorf("kept values read back as %d, %x", v, b)
+	}
+	err = WithThread(func(th *Thread) error {
+		v, err := small.On(th)
+		if err != nil {
+			return err
+		}
+		v.Set(12)
+		small.Set(th, 13) // the same key twice: restored to its first value
+		if err := big.Store(th, bytes.Repeat([]byte{8}, 24)); err != nil {
+			return err
+		}
+		WithThread(func(inner *Thread) error { return small.Set(inner, 99) })
+		if got, _ := small.Get(th); got != 13 {
+			return fmt.Errorf("after the nested callback the value is %d, want 13", got)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if v, b := read(); v != 11 || !bytes.Equal(b, before) {
+		return fmt.Errorf("after the callback: %d, %x; want 11, %x", v, b, before)
+	}
+	panics(func() {
+		WithThread(func(th *Thread) error {
+			small.Set(th, 14)
+			panic("callback failed")
+		})
+	})
+	if v, _ := read(); v != 11 {
+		return fmt.Errorf("after a panicking callback: %d, want 11", v)
+	}
+	return nil
+}
+
+// TestMustCreateStaticKey: the panic carries the error.
+func TestMustCreateStaticKey(t *testing.T) { inChild(t, "must-create") }
+
+func scenarioMustCreate() (failed error) {
+	MustCreateStaticKey[int64]("test_must_static")
+	defer func() {
+		err, _ := recover().(error)
+		failed = wantErr(err, syscall.EEXIST, "test_must_static")
+	}()
+	MustCreateStaticKey[int64]("test_must_static")
+	return fmt.Errorf("a second MustCreateStaticKey of the same name did not panic")
 }
 
 // wantErr checks errno and that the message names the key.

@@ -26,17 +26,26 @@
  *                  a file that is not a pinned map, a map of the wrong type or layout
  *   -ENAMETOOLONG  name longer than 61 bytes
  *   -EEXIST        name taken (tld_create_key), or taken with another size (tld_key)
- *   -E2BIG         the key does not fit what is left of the per-thread data area
+ *   -E2BIG         the key does not fit what is left of the per-thread data area,
+ *                  or can never fit one (more than page size - 8 bytes, as upstream)
  *   -ENOSPC        all metadata slots are taken (page size / 64 - 1 of them)
  *   -ENOENT        no such key (tld_find_key) or nothing pinned at the path
  *   -EPERM/-EACCES missing privilege (root, CAP_BPF, or write access to the pin)
  *   -EBUSY         the dynamic reserve can no longer change
+ *   -EOPNOTSUPP    a thread's small block cannot be registered with a 16-byte map
+ *   -EOVERFLOW     a 16-byte map attached while more than 255 keys exist
+ *   -EDEADLK       called from a signal handler that interrupted a tld call
+ *                  on the same thread
  *   -EPROTO        another copy of tld in this process runs an incompatible runtime
  * tld_last_error() returns a message naming the key or map and the cause.
  *
- * THREADS: every function may be called from any thread. Pointers returned by
+ * THREADS: every function may be called from any thread, at any time,
+ * including from thread-exit destructors. Pointers returned by
  * tld_get_data()/tld_data() belong to the calling thread: valid on that thread
  * until it exits or calls tld_free(); never share them with other threads.
+ * Once a thread is set up, tld_get_data()/tld_data() are async-signal-safe;
+ * other calls from a signal handler that interrupted a tld call on the same
+ * thread fail with -EDEADLK rather than deadlock.
  *
  * ONE RUNTIME PER PROCESS: every copy of the library in a process (this one,
  * a Python extension, a Go archive...) shares one metadata page and one block
@@ -52,6 +61,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #if defined(TLD_NAME_LEN) && TLD_NAME_LEN != 62
 #error "tld.h supports TLD_NAME_LEN only at its default, 62"
@@ -60,6 +70,23 @@
 /** Bytes of a name field including the NUL: names are at most 61 bytes. */
 #define TLD_NAME_LEN 62
 #endif
+
+#ifndef TLD_PAGE_SIZE
+/** The page size, read at run time (as upstream). */
+#define TLD_PAGE_SIZE getpagesize()
+#endif
+
+#ifndef TLD_MAX_DATA_CNT
+/** Number of metadata slots, hence of keys: page size / 64 - 1 (63 on 4 KiB pages). */
+#define TLD_MAX_DATA_CNT (TLD_PAGE_SIZE / 64 - 1)
+#endif
+
+/*
+ * Upstream options accepted for source compatibility, with no effect here:
+ * TLD_FREE_DATA_ON_THREAD_EXIT (blocks are always released at thread exit),
+ * TLD_DATA_USE_ALIGNED_ALLOC and TLD_DONT_ROUND_UP_DATA_SIZE (the runtime
+ * allocates blocks itself). TLD_DYN_DATA_SIZE is honoured (below).
+ */
 
 #ifdef __cplusplus
 extern "C" {
@@ -89,8 +116,9 @@ typedef struct {
  * (TLD_DYN_DATA_SIZE, 64 bytes by default) once any thread has data.
  *
  * Return: the key, or a key whose off is -EEXIST (name taken), -E2BIG (does
- * not fit), -ENOSPC (no slot left), -EINVAL (size 0 or empty name),
- * -ENAMETOOLONG. A failed call changes nothing already published.
+ * not fit, now or ever: more than page size - 8 bytes), -ENOSPC (no slot
+ * left), -EINVAL (size 0 or empty name), -ENAMETOOLONG, -EDEADLK. A failed
+ * call changes nothing already published.
  */
 tld_key_t tld_create_key(const char *name, size_t size);
 
@@ -144,11 +172,15 @@ static inline int tld_key_err_or_zero(tld_key_t key)
  * @key: the name of the tld_key_t variable to define.
  * @name: the key name (string literal).
  * @size: value size in bytes.
+ *
+ * The constructor has priority 102: it runs after TLD_DYN_DATA_SIZE's (101)
+ * and before the program's own constructors of default priority, which
+ * therefore already see the key.
  * On failure the variable holds the -errno (check with tld_key_is_err()).
  */
 #define TLD_DEFINE_KEY(key, name, size)                                   \
 	tld_key_t key;                                                    \
-	__attribute__((constructor)) static void __tld_define_key_##key(void) \
+	__attribute__((constructor(102))) static void __tld_define_key_##key(void) \
 	{                                                                 \
 		key = tld_create_static_key(name, size);                  \
 	}                                                                 \
@@ -156,48 +188,111 @@ static inline int tld_key_err_or_zero(tld_key_t key)
 	extern tld_key_t key
 
 /**
+ * struct tld__thread_cache - Internal: the calling thread's data pointer,
+ * cached by the inline tld_get_data()/tld_data() of one translation unit,
+ * filled by the library and registered with the runtime, which sets limit
+ * to 0 when the pointer stops being the one to use (the thread's block
+ * released, a map attached that the thread must register with; DESIGN §4).
+ * limit is the data size: it bounds the key offsets the cache serves.
+ */
+struct tld__thread_cache {
+	unsigned char *data;
+	uint64_t limit;
+};
+
+/** Internal: the slow paths of tld_get_data() and tld_data(); they fill @cache. */
+void *tld__get_data_slow(int map_fd, tld_key_t key, struct tld__thread_cache *cache);
+void *tld__data_slow(tld_key_t key, struct tld__thread_cache *cache);
+
+#ifdef TLD_NO_INLINE
+void *tld_get_data(int map_fd, tld_key_t key);
+void *tld_data(tld_key_t key);
+#else
+/* One cache per translation unit and thread; no destructor. */
+static __thread struct tld__thread_cache tld__tu_cache __attribute__((unused));
+
+/* Whether the cache serves @key: one unsigned compare covers an empty
+ * cache (limit 0), a negative key and one past the data size. limit is read
+ * atomically: the runtime may clear it from another thread. */
+static inline bool tld__cache_serves(const struct tld__thread_cache *c, tld_key_t key)
+{
+	return __builtin_expect((uint16_t)key.off < __atomic_load_n(&c->limit, __ATOMIC_RELAXED), 1);
+}
+
+/**
  * tld_get_data() - The calling thread's pointer to @key's value.
- * @map_fd: fd of a tld_data_map (BPF_MAP_TYPE_TASK_STORAGE, int key, 24-byte
- *          value with two UPTRs). The runtime keeps a duplicate of it.
+ * @map_fd: fd of a tld_data_map (BPF_MAP_TYPE_TASK_STORAGE, int key, 24- or
+ *          16-byte value with two UPTRs). Used only when the thread gets its
+ *          block (its first call, or its first after tld_free()): the map it
+ *          names then (the kernel map, not the fd number) is attached, the
+ *          runtime keeping its own duplicate, and the thread registered.
  * @key: a valid key.
  *
- * On a thread's first call, allocates its block and registers it with the map
- * (a pidfd of the calling thread and one map update); later calls are a few
- * loads. Values start zeroed and are 8-byte aligned.
+ * After the thread's first call this is inline: a thread-local load, a
+ * validity check and an add; no call into the library and no use of
+ * @map_fd, as upstream. Values start zeroed and are 8-byte aligned.
  *
  * Return: the pointer, valid on this thread until it exits or calls
  * tld_free(); NULL for an invalid key, when the map is not usable, or when
  * allocation or registration fails, with errno set (EINVAL for an invalid
- * key, else the cause: EPERM, EACCES, ENOMEM...; see tld_last_error()).
+ * key, else the cause: EPERM, EACCES, EOPNOTSUPP, ENOMEM...; see
+ * tld_last_error()). Async-signal-safe once the thread is set up.
  */
-void *tld_get_data(int map_fd, tld_key_t key);
+static inline void *tld_get_data(int map_fd, tld_key_t key)
+{
+	struct tld__thread_cache *c = &tld__tu_cache;
+
+	if (tld__cache_serves(c, key))
+		return c->data + key.off;
+	return tld__get_data_slow(map_fd, key, c);
+}
 
 /**
  * tld_data() - As tld_get_data(), with the maps attached by tld_attach_path()
  * and tld_attach_fd() (none attached: the pointer works, BPF sees it once a
  * map is attached and the thread touches its data again).
  */
-void *tld_data(tld_key_t key);
+static inline void *tld_data(tld_key_t key)
+{
+	struct tld__thread_cache *c = &tld__tu_cache;
+
+	if (tld__cache_serves(c, key))
+		return c->data + key.off;
+	return tld__data_slow(key, c);
+}
+#endif /* TLD_NO_INLINE */
 
 /**
- * tld_attach_path() - Attach the tld_data_map pinned at @path.
+ * tld_attach_path() - Attach the tld_data_map pinned at @path, and follow it.
  * @path: a bpffs path; NULL means $TLD_MAP_PATH, else /sys/fs/bpf/tld/tld_data_map.
  *
- * Validates before use. Attaching the same map again is a no-op; up to 16
- * maps. Every thread registers with it on its next data access.
+ * Validates before use. Attaching the same map again (same kernel map) is a
+ * no-op; up to 64 maps. Every thread registers with it on its next data
+ * access. When the pin is later replaced by another map, the runtime moves
+ * every thread to the new one within about a second (a watcher thread,
+ * unless TLD_PIN_WATCH=0 in the environment) or at tld_refresh().
  *
  * Return: 0, -ENOENT (nothing pinned there), -EINVAL (not on bpffs, not a
- * map, wrong type, key/value size, or no BTF), -EPERM/-EACCES (privilege),
- * -ENOSPC (too many maps).
+ * map, wrong type, key/value size, or no BTF), -EACCES (a read-only map or
+ * pin), -EPERM (privilege), -ENOSPC (too many maps), -EOVERFLOW (a 16-byte
+ * map while more than 255 keys exist).
  */
 int tld_attach_path(const char *path);
 
 /**
  * tld_attach_fd() - Attach the map behind @map_fd (duplicated: the caller
- * keeps ownership of @map_fd). Return: as tld_attach_path(), -EBADF-like
- * failures reported as -EINVAL.
+ * keeps ownership of @map_fd). Return: as tld_attach_path(); an fd that is
+ * not open, or not a map, is -EINVAL; an fd opened read-only is -EACCES.
  */
 int tld_attach_fd(int map_fd);
+
+/**
+ * tld_refresh() - Check every map attached by path against its pin now: a
+ * pin that names another map is followed (the new map attached, every live
+ * thread registered with it, the old map detached). Any thread.
+ * Return: 0, or a negative errno as tld_attach_path().
+ */
+int tld_refresh(void);
 
 /**
  * tld_set_dyn_data_size() - Set the bytes every thread block keeps for keys
@@ -237,9 +332,6 @@ __attribute__((constructor(101))) static void __tld_set_dyn_data_size(void)
 	tld_set_dyn_data_size(TLD_DYN_DATA_SIZE);
 }
 #endif
-
-/* Upstream option TLD_FREE_DATA_ON_THREAD_EXIT: blocks are always released at
- * thread exit, so defining it changes nothing. */
 
 #ifdef __cplusplus
 }

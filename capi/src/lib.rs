@@ -2,15 +2,18 @@
 //! NUL-terminated byte strings. Source-compatible with the upstream
 //! user-space task local data API, plus our additions.
 //!
-//! Panics never unwind into C: every entry point is `extern "C"`, which
-//! aborts on a panic, and the core does not panic on any input.
+//! Every entry point may be called at any time (DESIGN §5.7): from
+//! thread-exit destructors after this library's thread-locals are gone, from
+//! signal handlers. Nothing here panics on any input or at any time (the
+//! thread-locals have no destructors); were a bug to panic anyway, an
+//! `extern "C"` function aborts rather than unwinding into C (Rust 1.81+,
+//! the declared minimum).
 
 #![allow(non_camel_case_types)]
 #![deny(unsafe_op_in_unsafe_fn)]
 // Each entry point's contract (valid NUL-terminated names, writable buffers) is in tld.h.
 #![allow(clippy::missing_safety_doc)]
 
-use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -36,12 +39,73 @@ pub struct tld_key_info_t {
     pub slot: u16,
 }
 
-thread_local! {
-    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+/// Bytes of the last-error message kept per thread; longer messages end in "...".
+const MESSAGE_CAP: usize = 1024;
+
+/// A thread's last error message, in heap memory reached through a pthread
+/// key of this copy (not a thread-local: libraries loaded with initial-exec
+/// TLS, as Go's c-shared ones are, have little static TLS to spare). The
+/// key's destructor frees it; a later error in a later destructor allocates
+/// it again and the key's destructor runs again (POSIX iterates), so a C ABI
+/// call works at any point of a thread's exit (DESIGN §5.7).
+struct Message {
+    len: usize,
+    bytes: [u8; MESSAGE_CAP],
+}
+
+unsafe extern "C" fn free_message(p: *mut c_void) {
+    unsafe { libc::free(p) };
+}
+
+/// This copy's pthread key for [`Message`]s (key + 1; 0 before the first use).
+fn message_key() -> Option<libc::pthread_key_t> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static KEY: AtomicU32 = AtomicU32::new(0);
+    let k = KEY.load(Ordering::Acquire);
+    if k != 0 {
+        return Some(k - 1);
+    }
+    let mut key: libc::pthread_key_t = 0;
+    if unsafe { libc::pthread_key_create(&mut key, Some(free_message)) } != 0 {
+        return None;
+    }
+    match KEY.compare_exchange(0, key + 1, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Some(key),
+        Err(winner) => {
+            unsafe { libc::pthread_key_delete(key) };
+            Some(winner - 1)
+        }
+    }
+}
+
+fn set_message(text: &str) {
+    let Some(key) = message_key() else { return };
+    let mut m = unsafe { libc::pthread_getspecific(key) } as *mut Message;
+    if m.is_null() {
+        m = unsafe { libc::malloc(std::mem::size_of::<Message>()) } as *mut Message;
+        if m.is_null() || unsafe { libc::pthread_setspecific(key, m as *const c_void) } != 0 {
+            unsafe { libc::free(m.cast()) };
+            return;
+        }
+    }
+    let m = unsafe { &mut *m };
+    let bytes = text.as_bytes();
+    if bytes.len() <= MESSAGE_CAP {
+        m.bytes[..bytes.len()].copy_from_slice(bytes);
+        m.len = bytes.len();
+    } else {
+        let mut n = MESSAGE_CAP - 3;
+        while !text.is_char_boundary(n) {
+            n -= 1;
+        }
+        m.bytes[..n].copy_from_slice(&bytes[..n]);
+        m.bytes[n..n + 3].copy_from_slice(b"...");
+        m.len = n + 3;
+    }
 }
 
 fn remember(e: &Error) -> c_int {
-    LAST_ERROR.with(|l| *l.borrow_mut() = e.to_string());
+    set_message(&e.to_string());
     -e.errno()
 }
 
@@ -107,7 +171,11 @@ pub unsafe extern "C" fn tld_find_key_info(name: *const c_char, info: *mut tld_k
     }
 }
 
-/// The calling thread's pointer for `key`, or NULL for an invalid key.
+/// `struct tld__thread_cache` of tld.h: one translation unit's cache of the
+/// calling thread's data pointer, filled by the slow paths below and
+/// registered with the runtime, which clears it.
+pub type tld__thread_cache = tld_core::DataCache;
+
 /// NULL with `errno` set, like a libc call: cgo hands it to Go as the error.
 fn null_with_errno(errno: c_int) -> *mut c_void {
     unsafe { *libc::__errno_location() = errno };
@@ -115,40 +183,60 @@ fn null_with_errno(errno: c_int) -> *mut c_void {
 }
 
 fn invalid_key(key: tld_key_t) -> *mut c_void {
-    LAST_ERROR.with(|l| *l.borrow_mut() = format!("invalid key (offset {})", key.off));
+    set_message(&format!("invalid key (offset {}): not a key this runtime handed out", key.off));
     null_with_errno(libc::EINVAL)
 }
 
-fn data_for(key: tld_key_t, data: tld_core::Result<std::ptr::NonNull<u8>>) -> *mut c_void {
-    match data {
+/// The calling thread's pointer for `key`; fills `cache` (may be NULL).
+unsafe fn data_slow(map_fd: Option<c_int>, key: tld_key_t, cache: *mut tld__thread_cache) -> *mut c_void {
+    if key.off < 0 {
+        return invalid_key(key);
+    }
+    // Without a cache of the caller's: this copy's own, per thread.
+    thread_local! {
+        static OWN: tld__thread_cache = const { tld_core::DataCache::new() };
+    }
+    let result = match unsafe { cache.as_ref() } {
+        Some(c) => unsafe { tld_core::fill_thread_cache(c, map_fd) },
+        None => OWN.with(|c| match (c.get(), map_fd) {
+            // The exported functions keep upstream's rule: the map only matters for a new block.
+            (Some(data), _) => Ok((unsafe { std::ptr::NonNull::new_unchecked(data) }, c.limit.load(std::sync::atomic::Ordering::Relaxed) as usize)),
+            _ => unsafe { tld_core::fill_thread_cache(c, map_fd) },
+        }),
+    };
+    match result {
         // A key beyond the frozen data size was never handed out by this runtime.
-        Ok(_) if key.off as usize >= data_size() => invalid_key(key),
-        Ok(p) => unsafe { p.as_ptr().add(key.off as usize) }.cast(),
+        Ok((_, size)) if key.off as usize >= size => invalid_key(key),
+        Ok((data, _)) => unsafe { data.as_ptr().add(key.off as usize) }.cast(),
         Err(e) => null_with_errno(-remember(&e)),
     }
 }
 
-fn data_size() -> usize {
-    tld_core::runtime_stats().map(|s| s.data_size).unwrap_or(0)
+/// Slow path of tld.h's inline `tld_get_data`. See tld.h.
+#[no_mangle]
+pub unsafe extern "C" fn tld__get_data_slow(map_fd: c_int, key: tld_key_t, cache: *mut tld__thread_cache) -> *mut c_void {
+    unsafe { data_slow(Some(map_fd), key, cache) }
 }
 
-/// Upstream `tld_get_data`: registers the calling thread with `map_fd` on
-/// first use and returns its pointer for `key`. See tld.h.
+/// Slow path of tld.h's inline `tld_data`. See tld.h.
+#[no_mangle]
+pub unsafe extern "C" fn tld__data_slow(key: tld_key_t, cache: *mut tld__thread_cache) -> *mut c_void {
+    unsafe { data_slow(None, key, cache) }
+}
+
+/// Upstream `tld_get_data` as a function, for programs built against earlier
+/// headers and FFIs that use `dlsym`: registers the calling thread with
+/// `map_fd` when it gets its block and returns its pointer for `key`.
 #[no_mangle]
 pub extern "C" fn tld_get_data(map_fd: c_int, key: tld_key_t) -> *mut c_void {
-    if key.off < 0 {
-        return invalid_key(key);
-    }
-    data_for(key, tld_core::thread_data_for_map_fd(map_fd))
+    unsafe { data_slow(Some(map_fd), key, std::ptr::null_mut()) }
 }
 
-/// The calling thread's pointer for `key`, registering with every attached map. See tld.h.
+/// `tld_data` as a function (see [`tld_get_data`]): the calling thread's
+/// pointer for `key`, registering with every attached map.
 #[no_mangle]
 pub extern "C" fn tld_data(key: tld_key_t) -> *mut c_void {
-    if key.off < 0 {
-        return invalid_key(key);
-    }
-    data_for(key, tld_core::thread_data())
+    unsafe { data_slow(None, key, std::ptr::null_mut()) }
 }
 
 /// Attaches the map pinned at `path` (NULL: `$TLD_MAP_PATH` or the default). See tld.h.
@@ -173,6 +261,12 @@ pub extern "C" fn tld_attach_fd(map_fd: c_int) -> c_int {
     int_result(tld_core::attach_fd(unsafe { std::os::fd::BorrowedFd::borrow_raw(map_fd) }))
 }
 
+/// Follows replaced pins now. See tld.h.
+#[no_mangle]
+pub extern "C" fn tld_refresh() -> c_int {
+    int_result(tld_core::refresh())
+}
+
 /// Sets the dynamic reserve (upstream `TLD_DYN_DATA_SIZE`). See tld.h.
 #[no_mangle]
 pub extern "C" fn tld_set_dyn_data_size(bytes: usize) -> c_int {
@@ -188,17 +282,21 @@ pub extern "C" fn tld_free() {
 /// Copies the calling thread's last error message. See tld.h.
 #[no_mangle]
 pub unsafe extern "C" fn tld_last_error(buf: *mut c_char, len: usize) -> usize {
-    LAST_ERROR.with(|l| {
-        let msg = l.borrow();
-        if !buf.is_null() && len > 0 {
-            let n = msg.len().min(len - 1);
-            unsafe {
-                std::ptr::copy_nonoverlapping(msg.as_ptr(), buf.cast(), n);
-                *buf.add(n) = 0;
+    let msg = message_key().map_or(std::ptr::null(), |k| unsafe { libc::pthread_getspecific(k) } as *const Message);
+    let (text, n) = match unsafe { msg.as_ref() } {
+        Some(m) => (m.bytes.as_ptr(), m.len),
+        None => (std::ptr::null(), 0),
+    };
+    if !buf.is_null() && len > 0 {
+        let copy = n.min(len - 1);
+        unsafe {
+            if copy > 0 {
+                std::ptr::copy_nonoverlapping(text, buf.cast(), copy);
             }
+            *buf.add(copy) = 0;
         }
-        msg.len()
-    })
+    }
+    n
 }
 
 /// The address of the process's metadata page (one per process, whatever

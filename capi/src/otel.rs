@@ -8,7 +8,7 @@ use std::ptr;
 
 use tld_otel::{AttributeKey, Error, ResourceValue, SavedContext, SpanContext};
 
-use crate::{tld_key_t, LAST_ERROR};
+use crate::{set_message, tld_key_t};
 
 /// `tld_otel_span_t`.
 #[repr(C)]
@@ -50,7 +50,7 @@ const TLD_OTEL_INT: c_int = 2;
 const TLD_OTEL_DOUBLE: c_int = 3;
 
 fn fail(e: &Error) -> c_int {
-    let _ = LAST_ERROR.try_with(|l| *l.borrow_mut() = e.to_string());
+    set_message(&e.to_string());
     -e.errno()
 }
 

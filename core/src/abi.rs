@@ -5,8 +5,6 @@
 //! [`RUNTIME_ABI_VERSION`](crate::RUNTIME_ABI_VERSION) and the BPF header.
 //! The page size `P` is read at run time; nothing assumes 4096.
 
-use crate::sync::AtomicU16;
-
 /// Bytes of a slot's name field, including the terminating NUL (`TLD_NAME_LEN`).
 pub const NAME_LEN: usize = 62;
 /// Longest name in bytes (the field keeps one NUL).
@@ -19,26 +17,35 @@ pub const META_HEADER_SIZE: usize = 4;
 pub const BLOCK_HEADER_SIZE: usize = 8;
 /// Bytes of a `tld_data_map` value: `data`, `meta`, `start` and padding.
 pub const MAP_VALUE_SIZE: usize = 24;
+/// Bytes of the 16-byte value (upstream's Linux-tree layout): `data`, `meta`;
+/// BPF reads `start` from offset 0 of the data page (DESIGN §2.4).
+pub const MAP_VALUE16_SIZE: usize = 16;
+/// `"TLDSTMP1"`: marks the metadata page's exec stamp as set (DESIGN §2.1).
+pub const STAMP_MAGIC: u64 = u64::from_le_bytes(*b"TLDSTMP1");
+/// Offset of the stamp magic from the end of the metadata page; the stamp follows it.
+pub const STAMP_FROM_END: usize = 16;
 /// Key size of `tld_data_map`: a pidfd (`int`).
 pub const MAP_KEY_SIZE: usize = 4;
 /// Values are 8-byte aligned inside the data area.
 pub const VALUE_ALIGN: usize = 8;
 
-/// One metadata slot (64 bytes). `size` is written last with release order;
-/// 0 means claimed but not yet written.
+/// One metadata slot (64 bytes), for layout checks: the runtime reaches
+/// slots through atomics, never through a reference to this struct (other
+/// threads write the bytes it spans). `size` is written last with release
+/// order; 0 means claimed but not yet written.
 #[repr(C)]
 pub struct Slot {
     pub name: [u8; NAME_LEN],
-    pub size: AtomicU16,
+    pub size: u16,
 }
 
-/// Start of the metadata page. Slots follow at [`META_HEADER_SIZE`].
+/// Start of the metadata page, for layout checks. Slots follow at [`META_HEADER_SIZE`].
 #[repr(C)]
 pub struct MetaHeader {
-    /// Slots `0..cnt` are claimed.
-    pub cnt: AtomicU16,
-    /// Bytes of key data every thread block holds (static keys + dynamic reserve).
-    pub size: AtomicU16,
+    /// Slots `0..cnt` are claimed (atomic).
+    pub cnt: u16,
+    /// Bytes of key data every thread block holds (static keys + dynamic reserve; atomic).
+    pub size: u16,
 }
 
 /// The value stored in `tld_data_map` for one thread (keyed by its pidfd).
@@ -52,6 +59,17 @@ pub struct MapValue {
     /// Offset within the data page of the thread's data area (block offset + 8).
     pub start: u16,
     pub _pad: [u8; 6],
+}
+
+/// The 16-byte value of `tld_data_map`: the thread's page block and the
+/// metadata page (DESIGN §2.4).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapValue16 {
+    /// Address of the thread's page block, whose first u64 is `start` (`__uptr`).
+    pub data: u64,
+    /// Address of the metadata page (`__uptr`).
+    pub meta: u64,
 }
 
 /// Number of slots in a metadata page of `page_size` bytes (`P / 64 - 1`).
@@ -124,6 +142,11 @@ mod tests {
         assert_eq!(offset_of!(MapValue, meta), 8);
         assert_eq!(offset_of!(MapValue, start), 16);
         assert_eq!(align_of::<MapValue>(), 8);
+        assert_eq!(size_of::<MapValue16>(), MAP_VALUE16_SIZE);
+        assert_eq!(offset_of!(MapValue16, meta), 8);
+        assert_eq!(&STAMP_MAGIC.to_le_bytes(), b"TLDSTMP1");
+        // The stamp sits in the tail after the last slot, which BPF slot reads never reach.
+        assert!(slot_offset(max_slots(4096)) <= 4096 - STAMP_FROM_END);
     }
 
     #[test]

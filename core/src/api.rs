@@ -6,6 +6,7 @@ use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+
 use crate::abi::{self, NameProblem};
 use crate::error::{Error, Result};
 use crate::keys::{self, CreateError, KeyInfo, KeyKind, ReserveError};
@@ -26,10 +27,24 @@ fn check_name(name: &[u8]) -> Result<()> {
 }
 
 fn check_size(name: &[u8], size: usize, shared: &runtime::Shared) -> Result<u16> {
-    if size == 0 || size > abi::max_data_size(shared.page_size()) {
+    let max = abi::max_data_size(shared.page_size());
+    if size == 0 {
         return Err(Error::InvalidSize { name: display_name(name), size });
     }
+    if size > max {
+        // As upstream: a key that can never fit is E2BIG, not EINVAL.
+        return Err(Error::NeverFits { name: display_name(name), size, max });
+    }
     Ok(size as u16)
+}
+
+fn creation_error(name: &[u8], size: usize, e: CreateError, shared: &runtime::Shared) -> Error {
+    match e {
+        CreateError::Exists(_) => Error::Exists { name: display_name(name) },
+        CreateError::TooBig { available } => Error::TooBig { name: display_name(name), size, available },
+        CreateError::NoSpace => Error::NoSpace { name: display_name(name), max: shared.max_slots_count() },
+        CreateError::Reentered => Error::Reentered { what: "a key creation or lookup" },
+    }
 }
 
 fn create(name: &[u8], size: usize, kind: KeyKind) -> Result<KeyInfo> {
@@ -40,11 +55,7 @@ fn create(name: &[u8], size: usize, kind: KeyKind) -> Result<KeyInfo> {
     if kind == KeyKind::Static {
         shared.publish_size();
     }
-    result.map_err(|e| match e {
-        CreateError::Exists(_) => Error::Exists { name: display_name(name) },
-        CreateError::TooBig { available } => Error::TooBig { name: display_name(name), size, available },
-        CreateError::NoSpace => Error::NoSpace { name: display_name(name), max: shared.max_slots_count() },
-    })
+    result.map_err(|e| creation_error(name, size, e, shared))
 }
 
 fn get_or_create(name: &[u8], size: usize, kind: KeyKind) -> Result<KeyInfo> {
@@ -67,7 +78,9 @@ fn get_or_create(name: &[u8], size: usize, kind: KeyKind) -> Result<KeyInfo> {
 fn find(name: &[u8]) -> Result<KeyInfo> {
     check_name(name)?;
     let shared = runtime::runtime()?;
-    keys::find(shared, name).ok_or_else(|| Error::NotFound { name: display_name(name) })
+    keys::find(shared, name)
+        .map_err(|e| creation_error(name, 0, e, shared))?
+        .ok_or_else(|| Error::NotFound { name: display_name(name) })
 }
 
 impl runtime::Shared {
@@ -175,16 +188,71 @@ impl RawKey {
 /// Plain old data: any bit pattern is a valid value and there are no
 /// pointers, so BPF, other languages and other threads may write it.
 ///
+/// Implemented for the integers, `f32`, `f64` and arrays of them. For a
+/// struct of your own, enable the crate's `bytemuck` feature (off by
+/// default) and derive [`bytemuck::Pod`](https://docs.rs/bytemuck): every
+/// `bytemuck::Pod` type is a `Pod` here, and bytemuck's derive refuses at
+/// compile time a struct with padding (whose bytes BPF would read
+/// uninitialized), pointers, or a layout other than `#[repr(C)]` or
+/// `#[repr(transparent)]`. No `unsafe` in your code:
+///
+/// ```
+/// # #[cfg(feature = "bytemuck")] {
+/// // Cargo.toml: task-local-data = { version = "..", features = ["bytemuck"] }
+/// //             bytemuck = { version = "1", features = ["derive"] }
+/// #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+/// #[repr(C)]
+/// struct Hints {
+///     request_id: u64,
+///     priority: i32,
+///     in_critical_section: u32, // not a bool: any bit pattern must be valid
+/// }
+///
+/// let hints = tld::Key::<Hints>::create("hints")?;
+/// hints.set(Hints { request_id: 42, priority: 3, in_critical_section: 1 })?;
+/// assert_eq!(hints.get()?.request_id, 42);
+/// # }
+/// # Ok::<(), tld::Error>(())
+/// ```
+///
+/// Padding is a compile error (here 4 bytes after `priority`):
+///
+/// ```compile_fail
+/// #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+/// #[repr(C)]
+/// struct Padded {
+///     priority: i32,
+///     request_id: u64,
+/// }
+/// ```
+///
+/// Values are 8-byte aligned in every thread block: a type aligned to more
+/// is refused when its key is made ([`Error::Alignment`]).
+///
 /// # Safety
-/// Implement only for `Copy` types without padding-sensitive invariants,
-/// references or pointers, with alignment at most 8.
+/// Without the feature, implement it by hand only for `Copy` types that have
+/// no padding, no references or pointers, no invalid bit patterns (no
+/// `bool`, `char` or enums), with alignment at most 8. With the feature,
+/// implement `bytemuck::Pod` instead: a manual `Pod` impl conflicts with
+/// nothing only for types that are not `bytemuck::Pod`.
 pub unsafe trait Pod: Copy + 'static {}
 
+// Without bytemuck: the primitives and arrays, listed here. With it: the
+// one blanket impl below covers them (bytemuck implements its Pod for every
+// primitive and array), and two impls would overlap.
+#[cfg(not(feature = "bytemuck"))]
 macro_rules! pod {
     ($($t:ty),*) => { $(unsafe impl Pod for $t {})* };
 }
+#[cfg(not(feature = "bytemuck"))]
 pod!(u8, u16, u32, u64, i8, i16, i32, i64, usize, isize, f32, f64);
+#[cfg(not(feature = "bytemuck"))]
 unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}
+
+// SAFETY: bytemuck::Pod promises what Pod needs (any bit pattern valid, no
+// padding, no pointers, Copy + 'static); alignment is checked at key creation.
+#[cfg(feature = "bytemuck")]
+unsafe impl<T: bytemuck::Pod> Pod for T {}
 
 /// A key holding a `T`, shared by name with BPF and every other language.
 #[derive(Debug, PartialEq, Eq)]
@@ -420,13 +488,7 @@ pub fn keys() -> Result<Vec<(String, RawKey)>> {
     let mut out = Vec::with_capacity(cnt);
     let mut off = 0usize;
     for i in 0..cnt {
-        let size = loop {
-            let s = shared.slot_size(i).load(Ordering::Acquire);
-            if s != 0 {
-                break s;
-            }
-            std::thread::yield_now();
-        };
+        let size = keys::wait_size(shared, i).map_err(|e| creation_error(b"", 0, e, shared))?;
         let field = shared.slot_name(i);
         let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
         let info = KeyInfo { slot: i as u16, offset: off as u16, size };
@@ -448,7 +510,18 @@ pub fn thread_data() -> Result<NonNull<u8>> {
 /// pointer into the block, from any language, is invalid afterwards; the next
 /// access allocates a new block.
 pub fn free_thread_block() {
-    runtime::free_thread_block()
+    // The only failure is a signal handler interrupting this thread's first
+    // access, when there is no block to free yet.
+    let _ = runtime::free_thread_block();
+}
+
+/// Checks every map attached by path against its pin now and follows a
+/// replaced pin (DESIGN §8.4): the new map is attached, every live thread is
+/// registered with it, the old map detached. The pin watcher does the same
+/// within about a second unless `TLD_PIN_WATCH=0`; call this to be sure at a
+/// point of your choosing.
+pub fn refresh() -> Result<()> {
+    maps::refresh()
 }
 
 /// A snapshot of the runtime, for tests and diagnostics.
@@ -460,6 +533,8 @@ pub struct RuntimeStats {
     pub page_size: usize,
     /// Thread blocks allocated and not yet released.
     pub live_blocks: usize,
+    /// Released blocks kept out of use until their map entries are deleted (DESIGN §5.2).
+    pub quarantined_blocks: usize,
     /// Maps attached.
     pub attached_maps: usize,
     /// Bytes of data every block holds (static keys + dynamic reserve).
@@ -475,33 +550,52 @@ pub fn runtime_stats() -> Result<RuntimeStats> {
     Ok(RuntimeStats {
         meta_page: s.meta_page() as usize,
         page_size: s.page_size(),
-        live_blocks: s.live_blocks(),
-        attached_maps: s.attached_maps(),
+        live_blocks: s.pool.live(),
+        quarantined_blocks: s.pool.quarantined(),
+        attached_maps: s.maps.live_count(),
         data_size: budget.capacity(),
         frozen: budget.frozen(),
     })
 }
 
-/// The calling thread's data area and the runtime generation it is valid
-/// for, plus the process-wide generation counter, for bindings that cache the
-/// pointer in their own thread-local storage (C++): the cached pointer is
-/// valid on this thread while `counter.load(Acquire) == generation`. The
-/// counter changes when a map is attached or any block is released.
+pub use crate::runtime::DataCache;
+
+/// Fills a binding's [`DataCache`] with the calling thread's data area
+/// (allocating and registering its block on first use) and registers the
+/// cache with the runtime, which clears it when the pointer stops being the
+/// one to use (DESIGN §4). With `map_fd`, upstream `tld_get_data` semantics:
+/// the map it names is attached when the thread gets its block. Returns the
+/// data area, and how many of its bytes keys may use.
+///
+/// # Safety
+/// `cache` lives in thread-local storage of the calling thread, outlives
+/// every use by the runtime (thread-locals without destructors do), and is
+/// only ever used by that thread's hot path.
 #[doc(hidden)]
-pub fn thread_data_with_generation() -> Result<(NonNull<u8>, u64, &'static AtomicU64)> {
+pub unsafe fn fill_thread_cache(cache: *const DataCache, map_fd: Option<i32>) -> Result<(NonNull<u8>, usize)> {
     let shared = runtime::runtime()?;
-    // Read before the access: a release in between makes the cache look again, never trust a stale one.
-    let generation = shared.generation();
-    let data = runtime::thread_data()?;
-    Ok((unsafe { NonNull::new_unchecked(data) }, generation, shared.generation_counter()))
+    if let Some(fd) = map_fd {
+        let allocating = runtime::thread_descriptor(shared)?.is_null();
+        maps::attach_for_get_data(fd, allocating)?;
+    }
+    let data = runtime::fill_cache(shared, unsafe { &*cache })?;
+    Ok((unsafe { NonNull::new_unchecked(data) }, shared.data_size()))
 }
 
 /// Registers the calling thread with the map behind `map_fd`, attaching it
 /// first if needed, and returns its data area (upstream `tld_get_data`).
 #[doc(hidden)]
 pub fn thread_data_for_map_fd(map_fd: i32) -> Result<NonNull<u8>> {
-    crate::maps::attached_fd(map_fd)?;
+    let shared = runtime::runtime()?;
+    let allocating = runtime::thread_descriptor(shared)?.is_null();
+    maps::attach_for_get_data(map_fd, allocating)?;
     thread_data()
+}
+
+/// Kernel ids of the attached maps (for tests and diagnostics).
+#[doc(hidden)]
+pub fn attached_map_ids() -> Result<Vec<u32>> {
+    Ok(runtime::runtime()?.maps.live_ids())
 }
 
 /// A process-wide word of the shared runtime reserved for one companion
@@ -522,4 +616,11 @@ pub enum RuntimeExtension {
 #[doc(hidden)]
 pub fn runtime_extension(which: RuntimeExtension) -> Result<&'static AtomicU64> {
     Ok(&runtime::runtime()?.extensions[which as usize])
+}
+
+/// The rendezvous addresses this process's copies of the core try, in order
+/// (DESIGN §4), for tests of the rendezvous.
+#[doc(hidden)]
+pub fn runtime_candidates() -> Vec<usize> {
+    runtime::rendezvous::candidates(runtime::rendezvous::address_bits()).collect()
 }

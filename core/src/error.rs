@@ -9,6 +9,8 @@ use std::path::PathBuf;
 pub enum MapSource {
     Path(PathBuf),
     Fd(i32),
+    /// An attached map known by its kernel id only.
+    Id(u32),
 }
 
 impl fmt::Display for MapSource {
@@ -16,6 +18,7 @@ impl fmt::Display for MapSource {
         match self {
             MapSource::Path(p) => write!(f, "{}", p.display()),
             MapSource::Fd(fd) => write!(f, "map fd {fd}"),
+            MapSource::Id(id) => write!(f, "map id {id}"),
         }
     }
 }
@@ -37,6 +40,12 @@ pub enum MapProblem {
     NoBtf,
     /// Opening or updating the map needs a permission the process lacks (`EPERM`/`EACCES`).
     Permission { errno: i32 },
+    /// The fd, or the map itself, is read-only for user space (`EACCES`).
+    ReadOnly { why: &'static str },
+    /// A 16-byte-value map while more keys exist than its readers can count (`EOVERFLOW`).
+    TooManyKeysFor16 { cnt: u16 },
+    /// A thread's small block cannot be registered with a 16-byte-value map (`EOPNOTSUPP`).
+    SmallBlockFor16 { tid: i32 },
     /// More maps than the runtime holds (`ENOSPC`).
     TooManyMaps { max: usize },
     /// Another system error.
@@ -51,7 +60,7 @@ pub enum Error {
     InvalidName { name: String, reason: &'static str },
     /// The name is longer than 61 bytes (`ENAMETOOLONG`).
     NameTooLong { name: String, len: usize },
-    /// Size 0, or more than a thread block can ever hold (`EINVAL`).
+    /// Size 0 (`EINVAL`).
     InvalidSize { name: String, size: usize },
     /// A key of that name exists (`EEXIST`), from `create_key`.
     Exists { name: String },
@@ -59,6 +68,8 @@ pub enum Error {
     SizeMismatch { name: String, existing: usize, requested: usize },
     /// The key does not fit what is left of the per-thread data area (`E2BIG`).
     TooBig { name: String, size: usize, available: usize },
+    /// The key is larger than any thread's data area can ever be (`E2BIG`).
+    NeverFits { name: String, size: usize, max: usize },
     /// Every metadata slot is taken (`ENOSPC`).
     NoSpace { name: String, max: usize },
     /// No key of that name (`ENOENT`).
@@ -71,6 +82,9 @@ pub enum Error {
     Map { source: MapSource, problem: MapProblem },
     /// Another copy of tld in this process runs an incompatible runtime (`EPROTO`).
     IncompatibleRuntime { found: u32, ours: u32 },
+    /// A call from a signal handler that interrupted a tld call on the same
+    /// thread, which waiting would deadlock (`EDEADLK`).
+    Reentered { what: &'static str },
     /// A system call failed (its errno).
     Os { op: &'static str, errno: i32 },
 }
@@ -83,7 +97,7 @@ impl Error {
             Error::InvalidName { .. } | Error::InvalidSize { .. } | Error::Alignment { .. } => EINVAL,
             Error::NameTooLong { .. } => ENAMETOOLONG,
             Error::Exists { .. } | Error::SizeMismatch { .. } => EEXIST,
-            Error::TooBig { .. } => E2BIG,
+            Error::TooBig { .. } | Error::NeverFits { .. } => E2BIG,
             Error::NoSpace { .. } => ENOSPC,
             Error::NotFound { .. } => ENOENT,
             Error::Reserve { reason, .. } if reason.starts_with("too large") => EINVAL,
@@ -96,10 +110,14 @@ impl Error {
                 | MapProblem::WrongLayout { .. }
                 | MapProblem::NoBtf => EINVAL,
                 MapProblem::Permission { errno } => *errno,
+                MapProblem::ReadOnly { .. } => EACCES,
+                MapProblem::TooManyKeysFor16 { .. } => EOVERFLOW,
+                MapProblem::SmallBlockFor16 { .. } => EOPNOTSUPP,
                 MapProblem::TooManyMaps { .. } => ENOSPC,
                 MapProblem::Os { errno, .. } => *errno,
             },
             Error::IncompatibleRuntime { .. } => EPROTO,
+            Error::Reentered { .. } => EDEADLK,
             Error::Os { errno, .. } => *errno,
         }
     }
@@ -116,7 +134,11 @@ impl fmt::Display for Error {
             Error::NameTooLong { name, len } => {
                 write!(f, "key name {name:?} is {len} bytes; at most 61 bytes are allowed")
             }
-            Error::InvalidSize { name, size } => write!(f, "key {name:?}: invalid size {size}"),
+            Error::InvalidSize { name, size } => write!(f, "key {name:?}: invalid size {size} (at least 1 byte)"),
+            Error::NeverFits { name, size, max } => write!(
+                f,
+                "key {name:?} of {size} bytes can never fit: a thread's data area holds at most {max} bytes"
+            ),
             Error::Exists { name } => write!(f, "key {name:?} already exists"),
             Error::SizeMismatch { name, existing, requested } => write!(
                 f,
@@ -148,7 +170,7 @@ impl fmt::Display for Error {
                     ),
                     MapProblem::WrongLayout { key_size, value_size } => write!(
                         f,
-                        "task-storage map with key size {key_size} and value size {value_size}; tld needs 4 and 24"
+                        "task-storage map with key size {key_size} and value size {value_size}; tld needs key 4 and value 24 or 16"
                     ),
                     MapProblem::NoBtf => write!(f, "the map has no BTF, so the kernel cannot see its UPTR fields"),
                     MapProblem::Permission { errno } => write!(
@@ -157,6 +179,19 @@ impl fmt::Display for Error {
                         strerror(*errno)
                     ),
                     MapProblem::TooManyMaps { max } => write!(f, "at most {max} maps can be attached"),
+                    MapProblem::ReadOnly { why } => write!(
+                        f,
+                        "{why}: tld must write the map to register threads (open it read-write)"
+                    ),
+                    MapProblem::TooManyKeysFor16 { cnt } => write!(
+                        f,
+                        "this process has {cnt} keys; readers of a 16-byte-value map count at most 255"
+                    ),
+                    MapProblem::SmallBlockFor16 { tid } => write!(
+                        f,
+                        "thread {tid}'s block was allocated before a 16-byte-value map was attached and shares \
+                         its page; it cannot be registered with it (attach such maps before threads first touch their data)"
+                    ),
                     MapProblem::Os { op, errno } => write!(f, "{op} failed: {}", strerror(*errno)),
                 }
             }
@@ -167,6 +202,10 @@ impl fmt::Display for Error {
                 found & 0xffff,
                 ours >> 16,
                 ours & 0xffff
+            ),
+            Error::Reentered { what } => write!(
+                f,
+                "called from a signal handler that interrupted tld on this thread ({what} is in progress)"
             ),
             Error::Os { op, errno } => write!(f, "{op} failed: {}", strerror(*errno)),
         }

@@ -23,6 +23,58 @@ pub(crate) trait MetaSlots {
     /// Writes slot `i`'s name. Only the winner of slot `i` calls it, before publishing its size.
     fn write_slot_name(&self, i: usize, name: &[u8]);
     fn max_slots(&self) -> usize;
+    /// Enters a creation: waits while a fork is being prepared, and records
+    /// which slot this thread is about to claim (DESIGN §5.3, §5.6).
+    fn begin_creation(&self) -> Result<Creation<'_>, CreateError> {
+        Ok(Creation::untracked())
+    }
+    /// Whether slot `i` was claimed by a creation of this very thread that a
+    /// signal handler interrupted: waiting for it would wait forever.
+    fn claimed_by_this_thread(&self, _i: usize) -> bool {
+        false
+    }
+    /// Whether slot `i` may be claimed at all (a 16-byte map caps the count at 255).
+    fn may_claim(&self, _i: usize) -> bool {
+        true
+    }
+}
+
+/// A key creation in progress. It announces the slot it is about to claim
+/// (thread id and slot, in a process-wide record) until dropped, so a fork
+/// waits for it and a signal handler on the same thread knows not to wait.
+pub(crate) struct Creation<'a> {
+    record: Option<&'a std::sync::atomic::AtomicU64>,
+    tid: u64,
+}
+
+impl<'a> Creation<'a> {
+    /// A creation nothing else needs to know about (the loom model, tests).
+    pub(crate) fn untracked() -> Self {
+        Creation { record: None, tid: 0 }
+    }
+
+    /// A creation holding `record` for thread `tid`.
+    pub(crate) fn tracked(record: &'a std::sync::atomic::AtomicU64, tid: u32) -> Self {
+        Creation { record: Some(record), tid: tid as u64 }
+    }
+
+    /// Announces that this thread is about to claim `slot` (before the CAS,
+    /// so a signal handler interrupting right after a won CAS knows), or,
+    /// with `None`, that it claims nothing (after a lost CAS).
+    fn announce(&self, slot: Option<usize>) {
+        if let Some(r) = self.record {
+            let slot = slot.map_or(0, |s| s as u64 + 1);
+            r.store(self.tid << 32 | slot, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Creation<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.record {
+            r.store(0, std::sync::atomic::Ordering::Release);
+        }
+    }
 }
 
 /// A published key: its slot, its offset in the data area and its size.
@@ -39,6 +91,8 @@ pub(crate) enum CreateError {
     Exists(KeyInfo),
     TooBig { available: usize },
     NoSpace,
+    /// A signal handler re-entered a creation of its own thread (`EDEADLK`).
+    Reentered,
 }
 
 /// Static keys grow the data size while no block exists; dynamic keys must fit what is there.
@@ -48,12 +102,17 @@ pub(crate) enum KeyKind {
     Dynamic,
 }
 
-/// Waits for a claimed slot's size. A claimer writes it right after its CAS.
-fn wait_size<M: MetaSlots>(meta: &M, i: usize) -> u16 {
+/// Waits for a claimed slot's size. A claimer writes it right after its CAS;
+/// the only claimer that cannot is this thread itself, interrupted by the
+/// signal handler now waiting.
+pub(crate) fn wait_size<M: MetaSlots>(meta: &M, i: usize) -> Result<u16, CreateError> {
     loop {
         let sz = meta.slot_size(i).load(Ordering::Acquire);
         if sz != 0 {
-            return sz;
+            return Ok(sz);
+        }
+        if meta.claimed_by_this_thread(i) {
+            return Err(CreateError::Reentered);
         }
         crate::sync::yield_now();
     }
@@ -64,17 +123,17 @@ fn name_matches(field: &[u8; NAME_LEN], name: &[u8]) -> bool {
 }
 
 /// Looks a name up among the published slots.
-pub(crate) fn find<M: MetaSlots>(meta: &M, name: &[u8]) -> Option<KeyInfo> {
+pub(crate) fn find<M: MetaSlots>(meta: &M, name: &[u8]) -> Result<Option<KeyInfo>, CreateError> {
     let cnt = (meta.cnt().load(Ordering::Acquire) as usize).min(meta.max_slots());
     let mut off = 0usize;
     for i in 0..cnt {
-        let sz = wait_size(meta, i);
+        let sz = wait_size(meta, i)?;
         if name_matches(&meta.slot_name(i), name) {
-            return Some(KeyInfo { slot: i as u16, offset: off as u16, size: sz });
+            return Ok(Some(KeyInfo { slot: i as u16, offset: off as u16, size: sz }));
         }
         off += round_up8(sz as usize);
     }
-    None
+    Ok(None)
 }
 
 /// Creates a key (strict: an existing name is an error). `name` and `size` are already checked.
@@ -85,6 +144,7 @@ pub(crate) fn create<M: MetaSlots>(
     size: u16,
     kind: KeyKind,
 ) -> Result<KeyInfo, CreateError> {
+    let creation = meta.begin_creation()?;
     let max = meta.max_slots();
     let need = round_up8(size as usize);
     let mut scanned = 0usize; // slots already compared
@@ -93,7 +153,7 @@ pub(crate) fn create<M: MetaSlots>(
     loop {
         let cnt = (meta.cnt().load(Ordering::Acquire) as usize).min(max);
         while scanned < cnt {
-            let sz = wait_size(meta, scanned);
+            let sz = wait_size(meta, scanned)?;
             if name_matches(&meta.slot_name(scanned), name) {
                 let info = KeyInfo { slot: scanned as u16, offset: off as u16, size: sz };
                 return Err(CreateError::Exists(info));
@@ -101,18 +161,26 @@ pub(crate) fn create<M: MetaSlots>(
             off += round_up8(sz as usize);
             scanned += 1;
         }
-        if cnt >= max {
+        if cnt >= max || !meta.may_claim(cnt) {
             return Err(CreateError::NoSpace);
         }
         if kind == KeyKind::Static && !grown {
+            // A static key brings its own bytes: the reserve stays whole.
             grown = budget.grow_static(need);
         }
         // Marking "keys exist" before the fit check is what makes a concurrent
         // shrink of the reserve impossible once this check has passed.
-        let capacity = budget.mark_keys_exist().capacity();
+        let mut capacity = budget.mark_keys_exist().capacity();
+        if kind == KeyKind::Static && grown && off + need > capacity && budget.grow_static_to(off + need) {
+            // A concurrent key took the bytes this one grew: grow again by
+            // what is missing, so a static key never fails for space another
+            // key took (DESIGN §3.4).
+            capacity = budget.load().capacity();
+        }
         if off + need > capacity {
             return Err(CreateError::TooBig { available: capacity.saturating_sub(off) });
         }
+        creation.announce(Some(cnt));
         let claimed = meta
             .cnt()
             .compare_exchange(cnt as u16, cnt as u16 + 1, Ordering::AcqRel, Ordering::Acquire)
@@ -123,6 +191,7 @@ pub(crate) fn create<M: MetaSlots>(
             return Ok(KeyInfo { slot: cnt as u16, offset: off as u16, size });
         }
         // Another creator took slot `cnt`: compare its name, then try the next slot.
+        creation.announce(None);
     }
 }
 
@@ -197,6 +266,20 @@ impl Budget {
         let max = self.max_data as usize;
         self.update(|s| {
             let grown = s.static_size() + bytes;
+            (!s.frozen() && grown + s.reserve() <= max).then(|| s.with(grown, s.reserve()))
+        })
+        .is_ok()
+    }
+
+    /// Grows the static data until the capacity reaches `target` bytes,
+    /// unless frozen or past a block's limit. Returns whether it reaches it.
+    fn grow_static_to(&self, target: usize) -> bool {
+        let max = self.max_data as usize;
+        self.update(|s| {
+            if s.capacity() >= target {
+                return Some(s.0);
+            }
+            let grown = s.static_size() + (target - s.capacity());
             (!s.frozen() && grown + s.reserve() <= max).then(|| s.with(grown, s.reserve()))
         })
         .is_ok()
@@ -283,8 +366,8 @@ mod tests {
         let c = create(&t, &b, b"c", 9, KeyKind::Dynamic).unwrap();
         let d = create(&t, &b, b"d", 1, KeyKind::Dynamic).unwrap();
         assert_eq!((a.offset, c.offset, d.offset), (0, 8, 24));
-        assert_eq!(find(&t, b"c"), Some(c));
-        assert_eq!(find(&t, b"x"), None);
+        assert_eq!(find(&t, b"c"), Ok(Some(c)));
+        assert_eq!(find(&t, b"x"), Ok(None));
         assert_eq!(create(&t, &b, b"a", 4, KeyKind::Dynamic), Err(CreateError::Exists(a)));
     }
 
@@ -312,6 +395,23 @@ mod tests {
             create(&t, &b, b"s2", 4, KeyKind::Static),
             Err(CreateError::TooBig { available: 0 })
         );
+    }
+
+    /// A dynamic key that takes the bytes a static creator grew does not make
+    /// the static key fail: it grows again at its new offset.
+    #[cfg(not(loom))]
+    #[test]
+    fn static_growth_taken_by_a_dynamic_key_is_grown_again() {
+        let t = Table::new(63);
+        let b = Budget::new(0, 4088);
+        // What a static creator of "s" (8 bytes) does before its CAS...
+        assert!(b.grow_static(8));
+        // ...then a dynamic key wins the slot and takes those 8 bytes...
+        assert_eq!(create(&t, &b, b"d", 8, KeyKind::Dynamic).unwrap().offset, 0);
+        // ...and the static creator's next attempt, at offset 8, grows again.
+        assert!(b.grow_static_to(16));
+        let s = create(&t, &b, b"s", 8, KeyKind::Static).unwrap();
+        assert_eq!((s.slot, s.offset), (1, 8));
     }
 
     #[cfg(not(loom))]
@@ -397,6 +497,7 @@ mod tests {
                         assert!(entry.is_none());
                         assert!(*available < 16)
                     }
+                    Err(CreateError::Reentered) => panic!("no signal handler here"),
                 }
             }
             // Nothing lost: every name someone created successfully is in the table.

@@ -43,6 +43,11 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+// The runtime's rendezvous, key offsets and UPTR registration assume a
+// 64-bit address space and 64-bit map values (DESIGN §2, §4).
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("tld supports 64-bit targets only: BPF task storage UPTRs and the runtime layout are 64-bit");
+
 pub mod abi;
 mod error;
 mod keys;
@@ -67,5 +72,7 @@ mod api;
 pub use api::*;
 #[cfg(not(loom))]
 pub use maps::{default_map_path, DEFAULT_MAP_PATH, MAP_PATH_ENV};
+#[cfg(not(loom))]
+pub use runtime::watch::PIN_WATCH_ENV;
 #[cfg(not(loom))]
 pub use runtime::RUNTIME_ABI_VERSION;

@@ -1,13 +1,13 @@
 //! Attaching `tld_data_map`s: by pinned path or by fd, validated before use.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::abi::{MAP_KEY_SIZE, MAP_VALUE_SIZE};
+use crate::abi::{MAP_KEY_SIZE, MAP_VALUE16_SIZE, MAP_VALUE_SIZE};
 use crate::error::{Error, MapProblem, MapSource, Result};
-use crate::runtime;
+use crate::runtime::{self, register};
 use crate::sys;
 
 /// Where applications and BPF consumers meet unless told otherwise.
@@ -23,7 +23,9 @@ pub fn default_map_path() -> PathBuf {
     }
 }
 
-/// Checks that `fd` is a map tld can register threads with.
+/// Checks that `fd` is a map tld can register threads with (DESIGN §2.5,
+/// §6): a task-storage map with an `int` key, a 24- or 16-byte value, BTF,
+/// writable by user space through this fd.
 pub(crate) fn validate(fd: RawFd, source: &MapSource) -> Result<sys::MapInfo> {
     let fail = |problem| Error::Map { source: source.clone(), problem };
     let kind = sys::fd_kind(fd);
@@ -34,72 +36,125 @@ pub(crate) fn validate(fd: RawFd, source: &MapSource) -> Result<sys::MapInfo> {
     if info.map_type != sys::BPF_MAP_TYPE_TASK_STORAGE {
         return Err(fail(MapProblem::WrongType { found: info.map_type }));
     }
-    if info.key_size as usize != MAP_KEY_SIZE || info.value_size as usize != MAP_VALUE_SIZE {
+    let value_size = info.value_size as usize;
+    if info.key_size as usize != MAP_KEY_SIZE || (value_size != MAP_VALUE_SIZE && value_size != MAP_VALUE16_SIZE) {
         return Err(fail(MapProblem::WrongLayout { key_size: info.key_size, value_size: info.value_size }));
     }
     if info.btf_id == 0 || info.btf_value_type_id == 0 {
         return Err(fail(MapProblem::NoBtf));
     }
+    if info.map_flags & sys::BPF_F_RDONLY != 0 {
+        return Err(fail(MapProblem::ReadOnly { why: "the map is read-only for user space (BPF_F_RDONLY)" }));
+    }
+    match sys::fd_writable(fd) {
+        Ok(true) => {}
+        Ok(false) => return Err(fail(MapProblem::ReadOnly { why: "the map fd is open read-only" })),
+        Err(errno) => return Err(fail(MapProblem::Os { op: "fcntl(F_GETFL)", errno })),
+    }
     Ok(info)
 }
 
-/// Opens and attaches the map pinned at `path`.
+/// Validates `fd` (ours: kept when attached, closed otherwise) and adds it to
+/// the table. Returns the entry.
+fn attach_owned(fd: RawFd, how: u32, user_fd: RawFd, path: Option<&CStr>, source: &MapSource) -> Result<usize> {
+    let result = validate(fd, source).and_then(|info| {
+        let shared = runtime::runtime()?;
+        let new = register::NewMap { fd, id: info.id, value_size: info.value_size, how, user_fd, path, source };
+        register::attach(shared, new)
+    });
+    match result {
+        Ok((i, true)) => Ok(i),
+        Ok((i, false)) => {
+            sys::close(fd); // attached before: the first fd stays
+            Ok(i)
+        }
+        Err(e) => {
+            sys::close(fd);
+            Err(e)
+        }
+    }
+}
+
+/// Opens and attaches the map pinned at `path`; the map then follows the pin (DESIGN §8.4).
 pub(crate) fn attach_path(path: &Path) -> Result<()> {
     let source = MapSource::Path(path.to_path_buf());
-    let fail = |problem| Error::Map { source: source.clone(), problem };
-    let cpath = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| fail(MapProblem::Os { op: "path contains a NUL byte", errno: libc::EINVAL }))?;
-    let fd = match sys::obj_get(&cpath) {
-        Ok(fd) => fd,
-        Err(errno) => return Err(fail(open_problem(&cpath, errno))),
-    };
-    attach_owned(fd, -1, &source)
+    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::Map {
+        source: source.clone(),
+        problem: MapProblem::Os { op: "path contains a NUL byte", errno: libc::EINVAL },
+    })?;
+    let fd = open_pinned(&cpath, &source)?;
+    attach_owned(fd, register::BY_PATH, -1, Some(&cpath), &source)?;
+    runtime::watch::ensure_started(runtime::runtime()?);
+    Ok(())
 }
 
-/// The attached map the caller knows as `fd`, attaching it on first sight.
-/// The fd-number cache serves upstream `tld_get_data(map_fd, key)`, which
-/// passes the fd on every call; like upstream, it trusts the caller not to
-/// reuse the number for another map.
-pub(crate) fn attached_fd(fd: RawFd) -> Result<usize> {
-    if let Some(i) = runtime::runtime()?.map_by_user_fd(fd) {
-        return Ok(i);
-    }
-    attach_fd(fd)
+fn open_pinned(path: &CStr, source: &MapSource) -> Result<RawFd> {
+    sys::obj_get(path).map_err(|errno| Error::Map { source: source.clone(), problem: open_problem(path, errno) })
 }
 
-/// Validates and attaches the map behind the caller's `fd` (duplicated: the caller keeps its fd).
-pub(crate) fn attach_fd(fd: RawFd) -> Result<usize> {
+/// Our own duplicate of the caller's `fd`.
+fn dup_caller_fd(fd: RawFd) -> Result<RawFd> {
     let source = MapSource::Fd(fd);
-    let fail = |problem| Error::Map { source: source.clone(), problem };
-    let own = sys::dup_cloexec(fd).map_err(|errno| {
-        fail(if errno == libc::EBADF {
+    if fd < 0 {
+        return Err(Error::Map { source, problem: MapProblem::NotAMap { kind: "negative file descriptor".into() } });
+    }
+    sys::dup_cloexec(fd).map_err(|errno| Error::Map {
+        source,
+        problem: if errno == libc::EBADF {
             MapProblem::NotAMap { kind: "not an open file descriptor".into() }
         } else {
             MapProblem::Os { op: "fcntl(F_DUPFD_CLOEXEC)", errno }
-        })
-    })?;
-    attach_owned(own, fd, &source)?;
-    let shared = runtime::runtime()?;
-    Ok(shared.map_by_user_fd(fd).unwrap_or(0))
+        },
+    })
 }
 
-/// Validates and adds `fd` (ours to keep or close).
-fn attach_owned(fd: RawFd, user_fd: RawFd, source: &MapSource) -> Result<()> {
-    let result = validate(fd, source).and_then(|info| {
-        let shared = runtime::runtime()?;
-        match shared.add_map(fd, info.id, user_fd) {
-            Ok((_, true)) => Ok(()),
-            Ok((_, false)) => {
-                sys::close(fd); // attached before: keep the first fd
-                Ok(())
-            }
-            Err(max) => Err(Error::Map { source: source.clone(), problem: MapProblem::TooManyMaps { max } }),
+/// Validates and attaches the map behind the caller's `fd` (duplicated: the caller keeps its fd).
+pub(crate) fn attach_fd(fd: RawFd) -> Result<()> {
+    let own = dup_caller_fd(fd)?;
+    attach_owned(own, register::BY_FD, -1, None, &MapSource::Fd(fd)).map(drop)
+}
+
+/// The map `tld_get_data(map_fd, ..)` names (DESIGN §8.2). A thread about to
+/// get its block checks which map `map_fd` is now (one system call); other
+/// slow paths trust an fd number already seen.
+pub(crate) fn attach_for_get_data(map_fd: RawFd, allocating: bool) -> Result<()> {
+    let shared = runtime::runtime()?;
+    if let Some(i) = shared.maps.by_user_fd(map_fd) {
+        if !allocating || sys::map_info(map_fd).is_ok_and(|info| shared.maps.id_of(i) == info.id) {
+            return Ok(());
         }
-    });
-    if result.is_err() {
-        sys::close(fd);
     }
-    result
+    let own = dup_caller_fd(map_fd)?;
+    let i = attach_owned(own, register::BY_GET_DATA, map_fd, None, &MapSource::Fd(map_fd))?;
+    register::follow_user_fd(shared, i, map_fd)
+}
+
+/// Checks every map attached by path against its pin (DESIGN §8.4): a pin
+/// that names another map now is followed: the new map is attached, every
+/// live thread registered with it, and the old one detached. A missing pin
+/// changes nothing (the consumer may pin again).
+pub(crate) fn refresh() -> Result<()> {
+    let shared = runtime::runtime()?;
+    for (i, id, path) in register::pinned(shared) {
+        let source = MapSource::Path(path.clone());
+        let Ok(cpath) = CString::new(path.as_os_str().as_bytes()) else { continue };
+        let Ok(fd) = sys::obj_get(&cpath) else { continue };
+        match sys::map_info(fd) {
+            Ok(info) if info.id == id => {
+                sys::close(fd);
+                continue;
+            }
+            Err(_) => {
+                sys::close(fd);
+                continue;
+            }
+            Ok(_) => {}
+        }
+        let j = attach_owned(fd, register::BY_PATH, -1, Some(&cpath), &source)?;
+        register::register_all_live(shared, j)?;
+        register::drop_path(shared, i)?;
+    }
+    Ok(())
 }
 
 /// Turns a `BPF_OBJ_GET` failure into the cause a person can act on.

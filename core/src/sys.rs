@@ -18,6 +18,8 @@ const PIDFD_THREAD: libc::c_int = libc::O_EXCL;
 pub const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 /// `BPF_MAP_TYPE_TASK_STORAGE`.
 pub const BPF_MAP_TYPE_TASK_STORAGE: u32 = 29;
+/// `BPF_F_RDONLY`: user space may not write the map.
+pub const BPF_F_RDONLY: u32 = 1 << 3;
 
 const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_int = 3;
@@ -39,6 +41,75 @@ pub fn page_size() -> usize {
 
 pub fn close(fd: RawFd) {
     unsafe { libc::syscall(libc::SYS_close, fd) };
+}
+
+/// A pidfd of thread `tid` of this process, checked to belong to this
+/// process (so a thread id reused by another process is never touched):
+/// `Ok(None)` when no such thread of ours exists any more.
+pub fn pidfd_of_own_thread(tid: i32) -> SysResult<Option<RawFd>> {
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) };
+    if fd < 0 {
+        return match errno() {
+            libc::ESRCH | libc::EINVAL => Ok(None),
+            e => Err(e),
+        };
+    }
+    let fd = fd as RawFd;
+    match pidfd_tgid(fd) {
+        Some(tgid) if tgid == getpid() => Ok(Some(fd)),
+        Some(_) => {
+            close(fd);
+            Ok(None)
+        }
+        // A kernel without PIDFD_GET_INFO: /proc/self/task lists our threads.
+        None => {
+            let path = format!("/proc/self/task/{tid}\0");
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            if unsafe { libc::stat(path.as_ptr().cast(), &mut st) } == 0 {
+                Ok(Some(fd))
+            } else {
+                close(fd);
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The thread group of the task behind a pidfd (`PIDFD_GET_INFO`, Linux 6.13).
+fn pidfd_tgid(pidfd: RawFd) -> Option<i32> {
+    #[repr(C)]
+    struct PidfdInfo {
+        mask: u64,
+        cgroupid: u64,
+        pid: u32,
+        tgid: u32,
+        rest: [u32; 10],
+    }
+    const PIDFD_INFO_PID: u64 = 1;
+    // _IOWR(0xFF, 11, struct pidfd_info) with the 64-byte first version.
+    const PIDFD_GET_INFO: libc::c_ulong = (3 << 30) | (64 << 16) | (0xFF << 8) | 11;
+    let mut info = PidfdInfo { mask: PIDFD_INFO_PID, cgroupid: 0, pid: 0, tgid: 0, rest: [0; 10] };
+    let r = unsafe { libc::ioctl(pidfd, PIDFD_GET_INFO, &mut info as *mut PidfdInfo) };
+    (r == 0 && info.mask & PIDFD_INFO_PID != 0).then_some(info.tgid as i32)
+}
+
+/// The address-space stamp of this process image (DESIGN §5.5): `mm->arg_start`,
+/// field 48 of `/proc/self/stat`. `None` when it cannot be read.
+pub fn exec_stamp() -> Option<u64> {
+    let stat = std::fs::read("/proc/self/stat").ok()?;
+    // Fields after the command name, which may contain spaces and parentheses.
+    let after = &stat[stat.iter().rposition(|&b| b == b')')? + 1..];
+    let field = std::str::from_utf8(after).ok()?.split_ascii_whitespace().nth(48 - 3)?;
+    field.parse().ok().filter(|&v: &u64| v != 0)
+}
+
+/// Whether `fd` was opened for writing (`O_RDWR`/`O_WRONLY`).
+pub fn fd_writable(fd: RawFd) -> SysResult<bool> {
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(errno());
+    }
+    Ok(flags & libc::O_ACCMODE != libc::O_RDONLY)
 }
 
 /// A pidfd for the calling thread (`pidfd_open(gettid(), PIDFD_THREAD)`).

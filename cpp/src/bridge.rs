@@ -75,19 +75,6 @@ mod ffi {
         message: String,
     }
 
-    /// What `tld.hpp` caches per thread (a C++ `thread_local`): the thread's
-    /// data area, the runtime generation it is valid for, and the address of
-    /// the process-wide generation counter (in the shared runtime page). The
-    /// cached pointer is valid on its thread while the counter equals
-    /// `generation`; the counter changes when a map is attached or any block
-    /// is released (thread exit, `tld_free()` from any language).
-    #[namespace = "tld::detail"]
-    struct ThreadCache {
-        data: usize,
-        generation: u64,
-        counter: usize,
-    }
-
     /// The core's layout constants that tld.hpp repeats as `constexpr`
     /// (for `static_assert`); a test compares the two.
     #[namespace = "tld::detail"]
@@ -118,7 +105,10 @@ mod ffi {
         /// allocating and registering its block on first use and with maps
         /// attached since, written to `cache` on success. Returns 0 or a
         /// positive errno.
-        fn refresh_thread_cache(cache: &mut ThreadCache) -> i32;
+        /// Fills the `thread_local` cache at `cache` (a `tld::detail::DataCache`,
+        /// the layout of the core's `DataCache`) and registers it with the
+        /// runtime, which clears it; `data` gets the thread's data area.
+        fn refresh_thread_cache(cache: usize, data: &mut usize) -> i32;
 
         /// Releases the calling thread's block now (upstream `tld_free`).
         fn free_thread_block();
@@ -134,7 +124,7 @@ mod ffi {
     }
 }
 
-use ffi::{Failure, KeyInfo, KeyMode, Limits, RuntimeStats, ThreadCache};
+use ffi::{Failure, KeyInfo, KeyMode, Limits, RuntimeStats};
 
 thread_local! {
     static LAST: RefCell<(i32, String)> = const { RefCell::new((0, String::new())) };
@@ -208,14 +198,12 @@ fn set_dynamic_reserve(bytes: usize) -> i32 {
     status(tld::set_dynamic_reserve(bytes))
 }
 
-fn refresh_thread_cache(cache: &mut ThreadCache) -> i32 {
-    match tld::thread_data_with_generation() {
-        Ok((data, generation, counter)) => {
-            *cache = ThreadCache {
-                data: data.as_ptr() as usize,
-                generation,
-                counter: counter.as_ptr() as usize,
-            };
+fn refresh_thread_cache(cache: usize, data: &mut usize) -> i32 {
+    // SAFETY: tld.hpp passes its constant-initialized, trivially destructible
+    // thread_local cache of the calling thread.
+    match unsafe { tld::fill_thread_cache(cache as *const tld::DataCache, None) } {
+        Ok((p, _)) => {
+            *data = p.as_ptr() as usize;
             0
         }
         Err(e) => fail(e),

@@ -241,3 +241,34 @@ TEST(Basic, MapAttachedLaterSeesACachedThread) {
 }
 
 }  // namespace
+
+// A fork child inherits the parent's cached pointer: the fork handler
+// re-registered the child's task with the same block, so the cached pointer
+// keeps working and BPF sees the child's own value.
+TEST(Basic, ForkChildRefreshesItsCache) {
+    TLD_REQUIRE_KERNEL();
+    support::PinnedMap map;
+    tld::attach(map.path());
+    auto k = tld::Key<std::uint64_t>::get_or_create("cxx_fork");
+    k.set(5);  // the parent's pointer is cached now
+    pid_t child = ::fork();
+    ASSERT_GE(child, 0) << std::strerror(errno);
+    if (child == 0) {
+        // No gtest assertions here: exit codes say what went wrong.
+        if (k.load() != 5) ::_exit(2);  // the block is the parent's copy
+        *k.get() = 7;
+        support::Json doc = support::dump(map.path());
+        const support::Json* th = support::dump_thread(doc, ::getpid());
+        if (th == nullptr) ::_exit(3);  // the child is not registered
+        ::_exit((*th)["values"]["cxx_fork"]["int"].num == 7 ? 0 : 4);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "2: the child lost its value, 3: BPF does not see the child, 4: another value";
+    EXPECT_EQ(k.load(), 5u);
+    support::Json doc = support::dump(map.path());
+    const support::Json* th = support::dump_thread(doc, gettid_());
+    ASSERT_NE(th, nullptr);
+    EXPECT_EQ((*th)["values"]["cxx_fork"]["int"].num, 5);
+}

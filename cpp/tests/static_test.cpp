@@ -45,11 +45,27 @@ TEST(Static, DefinitionFailureIsRemembered) {
         FAIL() << "a static key of another size than the existing one was created";
     } catch (const tld::Error& e) {
         EXPECT_EQ(e.code().value(), EEXIST);
-        EXPECT_NE(e.message().find("static_priority"), std::string::npos) << e.message();
+        // The core's message, not a generic one: it names the key and says
+        // why (the sizes).
+        EXPECT_NE(e.message().find("\"static_priority\" exists with size 4, not the requested 8"), std::string::npos)
+            << e.message();
     }
     std::error_code ec;
     EXPECT_EQ(static_conflict.get(ec), nullptr);
     EXPECT_EQ(ec.value(), EEXIST);
+    // From another thread too (the message is remembered with the failure,
+    // not taken from the thread's last error).
+    std::string elsewhere;
+    std::thread([&] {
+        try {
+            static_conflict.key();
+        } catch (const tld::Error& e) {
+            elsewhere = e.message();
+        }
+    }).join();
+    EXPECT_NE(elsewhere.find("exists with size 4"), std::string::npos) << elsewhere;
+    EXPECT_STREQ(static_conflict.error_message(), elsewhere.c_str());
+    EXPECT_STREQ(static_priority.error_message(), "");
 }
 
 TEST(Static, ValuesPerThread) {

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use crate::error::{Error, Result};
 use crate::record::*;
 use crate::{process, symbol};
+use tld::DataCache;
 
 /// Environment variable giving the record size when no code set it.
 pub const RECORD_SIZE_ENV: &str = "TLD_OTEL_RECORD_SIZE";
@@ -147,9 +148,8 @@ macro_rules! static_record_key {
     };
 }
 
-/// What every copy resolves once: the runtime's words and the record's place.
+/// What every copy resolves once: the live-symbol word and the record's place.
 struct Shared {
-    generation: &'static AtomicU64,
     symbol: &'static AtomicU64,
     offset: usize,
     size: usize,
@@ -162,39 +162,43 @@ fn shared() -> Result<&'static Shared> {
         return Ok(s);
     }
     let key = record_key()?;
-    let (_, _, generation) = tld::thread_data_with_generation()?;
-    let s = Shared { generation, symbol: symbol::word()?, offset: key.offset(), size: key.size() };
+    let s = Shared { symbol: symbol::word()?, offset: key.offset(), size: key.size() };
     let _ = SHARED.set(s);
     Ok(SHARED.get().expect("set above"))
 }
 
-/// The calling thread's record and TLS slot, valid while the runtime's
-/// generation and the live symbol stay what they were.
+/// The calling thread's record and TLS slot.
 #[derive(Clone, Copy)]
 struct Cached {
-    generation: u64,
-    owner: u64,
     record: *mut u8,
     slot: *mut *mut c_void,
 }
 
-const NOT_CACHED: Cached =
-    Cached { generation: 0, owner: 0, record: std::ptr::null_mut(), slot: std::ptr::null_mut() };
+/// The live symbol's word as last seen by this thread, and its slot there.
+#[derive(Clone, Copy)]
+struct SlotCache {
+    filled: bool,
+    owner: u64,
+    slot: *mut *mut c_void,
+}
 
 thread_local! {
-    static CACHE: Cell<Cached> = const { Cell::new(NOT_CACHED) };
+    // The runtime clears it when the thread's data area moves (DESIGN §4).
+    // Neither has a destructor: usable from late destructors.
+    static DATA: DataCache = const { DataCache::new() };
+    static SLOT: Cell<SlotCache> = const { Cell::new(SlotCache { filled: false, owner: 0, slot: std::ptr::null_mut() }) };
 }
 
 #[inline]
 fn thread_record() -> Result<(&'static Shared, Cached)> {
     if let Some(sh) = SHARED.get() {
-        // After the thread's TLS is gone (late destructors) this misses and takes the slow path.
-        let c = CACHE.try_with(Cell::get).unwrap_or(NOT_CACHED);
-        if !c.record.is_null()
-            && c.generation == sh.generation.load(Ordering::Acquire)
-            && c.owner == sh.symbol.load(Ordering::Relaxed)
-        {
-            return Ok((sh, c));
+        let data = DATA.with(DataCache::get);
+        let s = SLOT.with(Cell::get);
+        if let Some(data) = data {
+            if s.filled && s.owner == sh.symbol.load(Ordering::Relaxed) {
+                // SAFETY: the key lies inside every block's data area.
+                return Ok((sh, Cached { record: unsafe { data.add(sh.offset) }, slot: s.slot }));
+            }
         }
     }
     thread_record_slow()
@@ -203,12 +207,12 @@ fn thread_record() -> Result<(&'static Shared, Cached)> {
 #[cold]
 fn thread_record_slow() -> Result<(&'static Shared, Cached)> {
     let sh = shared()?;
-    let (data, generation, _) = tld::thread_data_with_generation()?;
+    // SAFETY: DATA is this thread's, lives as long as the thread and has no destructor.
+    let (data, _) = unsafe { tld::fill_thread_cache(DATA.with(|d| d as *const DataCache), None)? };
     let (owner, slot) = symbol::live_slot(sh.symbol);
+    SLOT.with(|s| s.set(SlotCache { filled: true, owner, slot }));
     // SAFETY: the key lies inside every block's data area.
-    let c = Cached { generation, owner, record: unsafe { data.as_ptr().add(sh.offset) }, slot };
-    let _ = CACHE.try_with(|x| x.set(c));
-    Ok((sh, c))
+    Ok((sh, Cached { record: unsafe { data.as_ptr().add(sh.offset) }, slot }))
 }
 
 fn valid_flag(record: *mut u8) -> &'static AtomicU8 {

@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyFloat, PyInt, PyMemoryView, PyString, PyTuple};
 
 use crate::format::{Format, Kind};
+use crate::scope::Scope;
 use crate::tld_error;
 
 /// Bumped by every `tld.attach`: a thread whose last first-access predates
@@ -182,6 +183,21 @@ impl Key {
         Ok(())
     }
 
+    /// The calling thread's value as bytes, for a scope to restore.
+    pub(crate) fn snapshot(&self, py: Python<'_>) -> PyResult<Vec<u8>> {
+        let p = self.ptr(py)?;
+        Ok(unsafe { std::slice::from_raw_parts(p, self.raw.size()) }.to_vec())
+    }
+
+    /// Puts back bytes that `snapshot` saved on this thread.
+    pub(crate) fn restore_bytes(&self, py: Python<'_>, bytes: &[u8]) -> PyResult<()> {
+        self.store_bytes(py, bytes)
+    }
+
+    pub(crate) fn name_str(&self, py: Python<'_>) -> String {
+        self.name.bind(py).to_string()
+    }
+
     fn load_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
         let p = self.ptr(py)?;
         Ok(PyBytes::new(py, unsafe {
@@ -284,7 +300,7 @@ impl Key {
     /// Sets the calling thread's value. A value that does not fit the format
     /// raises ValueError (TypeError for the wrong type) and is never
     /// truncated; the stored value is then unchanged.
-    fn set(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(crate) fn set(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         // Convert first, then find the pointer: a refused value leaves the
         // stored one alone, and Python code run by the conversion
         // (`__index__`) cannot outlive the pointer.
@@ -424,7 +440,10 @@ impl Key {
     }
 
     /// A writable memoryview (format 'B') of the calling thread's value.
-    /// Use it on this thread only, and not after the thread exits.
+    /// Use it on this thread only. When the thread exits, the binding
+    /// releases it (using it then raises ValueError) before the block goes
+    /// back to the pool; views derived from it (cast, slices) are the
+    /// caller's to drop first.
     fn view<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let p = self.ptr(py)?;
         let size = self.raw.size() as pyo3::ffi::Py_ssize_t;
@@ -432,7 +451,28 @@ impl Key {
         if mv.is_null() {
             return Err(PyErr::fetch(py));
         }
-        Ok(unsafe { Bound::from_owned_ptr(py, mv) })
+        let mv = unsafe { Bound::from_owned_ptr(py, mv) };
+        thread_views::track(&mv)?;
+        Ok(mv)
+    }
+
+    /// `Key[int]`: keys are generic for type checkers (the stubs say which
+    /// value type each format gives); at run time the alias is Key itself.
+    #[classmethod]
+    fn __class_getitem__<'py>(
+        cls: &Bound<'py, pyo3::types::PyType>,
+        item: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = cls.py();
+        py.import(intern!(py, "types"))?
+            .getattr(intern!(py, "GenericAlias"))?
+            .call1((cls, item))
+    }
+
+    /// A context manager that sets the calling thread's value on entry and
+    /// restores the previous one on exit, exceptions included.
+    fn scoped(slf: &Bound<'_, Self>, value: Py<PyAny>) -> Scope {
+        Scope::one(slf.clone().unbind(), value)
     }
 
     /// The address of the calling thread's value, for ctypes
@@ -470,4 +510,71 @@ impl Baseline {
     fn noop(&self, value: &Bound<'_, PyAny>) {}
 
     fn noop0(&self) {}
+}
+
+/// The memoryviews `Key.view` handed out on each thread, released when the
+/// thread ends: a view kept past its thread would otherwise point into a
+/// block the pool may give to another thread.
+///
+/// Python clears a thread's `threading.local` attributes when the thread
+/// state is cleared, with the GIL held and before the OS thread's TLS
+/// destructors release the block; the list lives there so its `Drop` runs
+/// at that moment.
+mod thread_views {
+    use pyo3::prelude::*;
+    use pyo3::sync::PyOnceLock;
+    use pyo3::intern;
+
+    #[pyclass(module = "tld._tld", name = "_ThreadViews")]
+    pub struct ThreadViews {
+        /// Weak references to the views (`weakref.ref`).
+        views: Vec<Py<PyAny>>,
+    }
+
+    impl Drop for ThreadViews {
+        fn drop(&mut self) {
+            Python::attach(|py| {
+                for weak in self.views.drain(..) {
+                    if let Ok(view) = weak.bind(py).call0() {
+                        if !view.is_none() {
+                            // BufferError when something holds a buffer of
+                            // the view itself: nothing more can be done.
+                            if view.call_method0(intern!(py, "release")).is_err() {
+                                PyErr::fetch(py);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    static LOCAL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+    pub fn track(view: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = view.py();
+        let local = LOCAL
+            .get_or_try_init(py, || -> PyResult<_> {
+                Ok(py.import(intern!(py, "threading"))?.getattr(intern!(py, "local"))?.call0()?.unbind())
+            })?
+            .bind(py);
+        let name = intern!(py, "views");
+        let list = match local.getattr(name) {
+            Ok(list) => list.cast_into::<ThreadViews>()?,
+            Err(_) => {
+                let list = Bound::new(py, ThreadViews { views: Vec::new() })?;
+                local.setattr(name, &list)?;
+                list
+            }
+        };
+        let weak = py.import(intern!(py, "weakref"))?.getattr(intern!(py, "ref"))?.call1((view,))?;
+        let mut list = list.borrow_mut();
+        if list.views.len() >= 32 {
+            // Forget views already gone, so a thread that makes many keeps
+            // a short list.
+            list.views.retain(|w| w.bind(py).call0().map(|v| !v.is_none()).unwrap_or(false));
+        }
+        list.views.push(weak.unbind());
+        Ok(())
+    }
 }

@@ -7,6 +7,7 @@
 
 mod format;
 mod key;
+mod scope;
 
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
@@ -243,6 +244,8 @@ fn _tld(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_dynamic_reserve, m)?)?;
     m.add_function(wrap_pyfunction!(default_map_path, m)?)?;
     m.add_function(wrap_pyfunction!(runtime_stats, m)?)?;
+    m.add_class::<scope::Scope>()?;
+    m.add_function(wrap_pyfunction!(scope::scoped, m)?)?;
     // The public names (pyo3 would list everything added, _Baseline too).
     let public = [
         "__version__",
@@ -258,6 +261,8 @@ fn _tld(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "key",
         "keys",
         "runtime_stats",
+        "Scope",
+        "scoped",
         "set_dynamic_reserve",
     ];
     m.setattr("__all__", PyList::new(py, public)?)?;

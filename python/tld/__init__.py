@@ -11,8 +11,12 @@ update. Keys are names shared by every language in the process and by BPF.
     priority = tld.key("priority", "i")   # once per process: a C int
     priority.set(3)                       # any thread: its own value
 
-Values belong to the calling thread: ``Key.set``/``Key.get`` act on the
-thread that calls them, from any Python thread. The first access of a thread
+Values belong to the calling OS thread: ``Key.set``/``Key.get`` act on the
+thread that calls them, from any Python thread. ``with key.scoped(v):`` and
+``with tld.scoped({k1: v1, k2: v2}):`` set values for a block and restore
+the previous ones after it. Under asyncio (or a thread pool), a value set
+across an ``await`` is seen by every other task the thread runs meanwhile:
+scope synchronous sections only. The first access of a thread
 allocates its block and registers it with the attached maps (the GIL is
 released meanwhile); the block is released when the thread exits.
 
@@ -25,6 +29,7 @@ from tld._tld import (
     MAX_NAME_BYTES,
     Key,
     RuntimeStats,
+    Scope,
     TldError,
     __version__,
     attach,
@@ -34,6 +39,7 @@ from tld._tld import (
     key,
     keys,
     runtime_stats,
+    scoped,
     set_dynamic_reserve,
 )
 
@@ -51,5 +57,7 @@ __all__ = [
     "key",
     "keys",
     "runtime_stats",
+    "Scope",
+    "scoped",
     "set_dynamic_reserve",
 ]

@@ -1,9 +1,10 @@
 """The tld extension module (Rust). Import it as ``tld``."""
 
 import os
-from typing import Any, Final, Union, final
+import types
+from typing import Any, Final, Generic, Literal, TypeVar, Union, final, overload
 
-from typing_extensions import TypeAlias
+from typing_extensions import Self, TypeAlias
 
 __all__ = [
     "__version__",
@@ -19,6 +20,8 @@ __all__ = [
     "key",
     "keys",
     "runtime_stats",
+    "Scope",
+    "scoped",
     "set_dynamic_reserve",
 ]
 
@@ -36,6 +39,34 @@ _SizeOrFormat: TypeAlias = Union[int, str, type]
 format (``"i"``, ``"Q"``, ``"d"``, ``"?"``, ``"16s"``, ``"<IH"``...) or a
 ctypes type (``ctypes.c_int``, a ``Structure``, ``c_char * 16``...)."""
 
+_T = TypeVar("_T")
+_C = TypeVar("_C")
+
+_IntFormat: TypeAlias = Literal[
+    "b", "B", "h", "H", "i", "I", "l", "L", "q", "Q", "@b", "@B", "@h", "@H", "@i",
+    "@I", "@l", "@L", "@q", "@Q", "=b", "=B", "=h", "=H", "=i", "=I", "=l", "=L", "=q",
+    "=Q", "<b", "<B", "<h", "<H", "<i", "<I", "<l", "<L", "<q", "<Q", ">b", ">B", ">h",
+    ">H", ">i", ">I", ">l", ">L", ">q", ">Q", "!b", "!B", "!h", "!H", "!i", "!I", "!l",
+    "!L", "!q", "!Q", "n", "N", "@n", "@N",
+]
+"""``struct`` formats of one integer: ``Key[int]``."""
+
+_FloatFormat: TypeAlias = Literal[
+    "e", "f", "d", "@e", "@f", "@d", "=e", "=f", "=d", "<e", "<f", "<d", ">e", ">f",
+    ">d", "!e", "!f", "!d",
+]
+"""``struct`` formats of one float: ``Key[float]``."""
+
+_BoolFormat: TypeAlias = Literal[
+    "?", "@?", "=?", "<?", ">?", "!?",
+]
+"""``struct`` formats of one bool: ``Key[bool]``."""
+
+_CharFormat: TypeAlias = Literal[
+    "c", "@c", "=c", "<c", ">c", "!c",
+]
+"""``struct`` formats of one byte: ``Key[bytes]``."""
+
 class TldError(OSError):
     """An error of the tld runtime.
 
@@ -50,9 +81,15 @@ class TldError(OSError):
     """
 
 @final
-class Key:
+class Key(Generic[_T]):
     """A key: a name, a size and an offset shared by every thread of the
     process, by BPF programs and by other languages (through the name).
+
+    Generic in the value type its format gives: ``tld.key("p", "i")`` is a
+    ``Key[int]``, ``"d"`` a ``Key[float]``, ``"?"`` a ``Key[bool]``, a size
+    in bytes a ``Key[bytes]``, a ctypes type ``T`` a ``Key[T]``; other struct
+    formats (``"16s"``, ``"<IH"``) give ``Key[Any]``. Annotate with
+    ``tld.Key[int]``.
 
     Keys come from ``create_key``, ``key``, ``find_key`` and ``keys``. A key
     object may be shared between threads; ``get``, ``set``, ``view`` and
@@ -79,7 +116,7 @@ class Key:
         """The format given when this key object was made: a struct format
         string, a ctypes type, or None for raw bytes (a size, or a key from
         ``find_key``/``keys`` without a format)."""
-    def get(self) -> Any:
+    def get(self) -> _T:
         """The calling thread's value, decoded with the key's format.
 
         ``int`` for integer formats, ``float`` for ``f``/``d``, ``bool`` for
@@ -88,7 +125,7 @@ class Key:
         for ctypes structures and arrays. A thread that never set the value
         reads zeros.
         """
-    def set(self, value: Any) -> None:
+    def set(self, value: _T) -> None:
         """Sets the calling thread's value.
 
         The value must fit the format: an integer in the range of its C type,
@@ -102,19 +139,70 @@ class Key:
         Raises ``TldError`` if this thread's block cannot be allocated or
         registered with an attached map.
         """
+    @classmethod
+    def __class_getitem__(cls, item: Any) -> types.GenericAlias:
+        """``Key[int]`` at run time (annotations): a ``types.GenericAlias``."""
+    def scoped(self, value: _T) -> Scope:
+        """A context manager that sets the calling thread's value on entry
+        and restores the previous value on exit, exceptions included::
+
+            with priority.scoped(3):
+                handle(request)      # BPF sees 3 for this thread
+            # the previous priority again
+
+        Nestable; the value is checked on entry, as ``set`` does. Values
+        belong to OS threads: under asyncio, wrap synchronous sections only
+        (no ``await`` inside), or other tasks running on the thread meanwhile
+        are seen with this value. See ``tld.scoped`` for several keys.
+        """
     def view(self) -> memoryview:
         """A writable memoryview (format ``"B"``, ``size`` bytes) of the
         calling thread's value, e.g. ``key.view().cast("i")[0] = 3``.
 
-        It points into the thread's block: use it on this thread only, and
-        not after the thread exits.
+        It points into the thread's block: use it on this thread only. When
+        the thread exits, the binding releases the memoryview it returned
+        before the block goes back to the pool (to be reused by other
+        threads): using it afterwards raises ``ValueError``, never writes
+        another thread's value. Views derived from it (``cast``, slices)
+        are not released: drop them before the thread exits.
         """
     def address(self) -> int:
         """The address of the calling thread's value, for ctypes:
         ``ctypes.c_int.from_address(key.address()).value = 3``.
 
-        Valid on this thread only, until it exits.
+        Valid on this thread only, until it exits: afterwards the address
+        belongs to the pool and may hold another thread's values. The binding
+        keeps nothing that uses it; ctypes objects made from it are the
+        caller's to drop.
         """
+
+@final
+class Scope:
+    """What ``Key.scoped`` and ``tld.scoped`` return: a context manager that
+    sets keys on entry and restores their previous values on exit.
+
+    Entry saves each key's current value (as bytes: every format restores
+    exactly), then sets the new ones; a value that does not fit raises
+    ``ValueError``/``TypeError`` after putting back the keys already set.
+    Exit restores the saved values, in reverse order, whether or not the
+    block raised, and never suppresses its exception. A scope may be entered
+    again and nested; each entry restores what it saved. Exiting on another
+    thread than the one that entered raises ``RuntimeError`` (the values are
+    per thread) and restores nothing.
+    """
+
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc_info: object) -> None: ...
+
+def scoped(values: dict[Key[Any], Any]) -> Scope:
+    """One scope over several keys of the calling thread::
+
+        with tld.scoped({priority: 3, request: 42}):
+            handle(request)
+
+    ``values`` maps ``Key`` objects to their values for the block; see
+    ``Scope``. Raises ``TypeError`` unless ``values`` is a dict of keys.
+    """
 
 @final
 class RuntimeStats:
@@ -158,7 +246,20 @@ def attach(
     permission), ``TypeError`` when both ``path`` and ``fd`` are given.
     """
 
-def create_key(name: str, size_or_format: _SizeOrFormat) -> Key:
+@overload
+def create_key(name: str, size_or_format: _IntFormat) -> Key[int]: ...
+@overload
+def create_key(name: str, size_or_format: _FloatFormat) -> Key[float]: ...
+@overload
+def create_key(name: str, size_or_format: _BoolFormat) -> Key[bool]: ...
+@overload
+def create_key(name: str, size_or_format: Union[int, _CharFormat]) -> Key[bytes]: ...
+@overload
+def create_key(name: str, size_or_format: type[_C]) -> Key[_C]: ...
+@overload
+def create_key(name: str, size_or_format: str) -> Key[Any]: ...
+@overload
+def create_key(name: str, size_or_format: _SizeOrFormat) -> Key[Any]:
     """Creates a key, strictly (like upstream ``tld_create_key``).
 
     ``name``: 1 to 61 UTF-8 bytes, no NUL. ``size_or_format``: a size in
@@ -177,7 +278,20 @@ def create_key(name: str, size_or_format: _SizeOrFormat) -> Key:
     size, pointers, a format holding no value).
     """
 
-def key(name: str, size_or_format: _SizeOrFormat) -> Key:
+@overload
+def key(name: str, size_or_format: _IntFormat) -> Key[int]: ...
+@overload
+def key(name: str, size_or_format: _FloatFormat) -> Key[float]: ...
+@overload
+def key(name: str, size_or_format: _BoolFormat) -> Key[bool]: ...
+@overload
+def key(name: str, size_or_format: Union[int, _CharFormat]) -> Key[bytes]: ...
+@overload
+def key(name: str, size_or_format: type[_C]) -> Key[_C]: ...
+@overload
+def key(name: str, size_or_format: str) -> Key[Any]: ...
+@overload
+def key(name: str, size_or_format: _SizeOrFormat) -> Key[Any]:
     """Returns the key of that name, creating it if needed (get-or-create).
 
     This is how two libraries or two languages share a value: both ask for
@@ -186,14 +300,29 @@ def key(name: str, size_or_format: _SizeOrFormat) -> Key:
     Only the size is shared: the format is this key object's own.
     """
 
-def find_key(name: str, size_or_format: Union[_SizeOrFormat, None] = None) -> Key:
+@overload
+def find_key(name: str, size_or_format: None = None) -> Key[bytes]: ...
+@overload
+def find_key(name: str, size_or_format: _IntFormat) -> Key[int]: ...
+@overload
+def find_key(name: str, size_or_format: _FloatFormat) -> Key[float]: ...
+@overload
+def find_key(name: str, size_or_format: _BoolFormat) -> Key[bool]: ...
+@overload
+def find_key(name: str, size_or_format: Union[int, _CharFormat]) -> Key[bytes]: ...
+@overload
+def find_key(name: str, size_or_format: type[_C]) -> Key[_C]: ...
+@overload
+def find_key(name: str, size_or_format: str) -> Key[Any]: ...
+@overload
+def find_key(name: str, size_or_format: Union[_SizeOrFormat, None] = None) -> Key[Any]:
     """Finds an existing key (``TldError`` ``ENOENT`` if there is none).
 
     Without a format the key holds raw bytes; with one, its size must be the
     key's (else ``TldError`` ``EEXIST``).
     """
 
-def keys() -> list[Key]:
+def keys() -> list[Key[bytes]]:
     """Every published key of the process, in slot order, as raw bytes keys."""
 
 def set_dynamic_reserve(nbytes: int) -> None:

@@ -14,5 +14,8 @@ cmake --build "$out/cxx"
 cd tests/mixed/go
 export CGO_ENABLED=1
 "$GO" vet ./...
-"$GO" build -buildmode=c-shared -ldflags='-extldflags=-Wl,--exclude-libs,ALL' -o "$out/libmixed_go.so" ./golib
-"$GO" build -o "$out/gohost" ./gohost
+# Go's build cache does not see libtld.a change (it hashes cgo flags, not the
+# archive they name): the archive's hash in the link flags makes it relink.
+stamp="-X main.libtldStamp=$(sha256sum ../../../target/debug/libtld.a | cut -c1-16)"
+"$GO" build -buildmode=c-shared -ldflags="$stamp -extldflags=-Wl,--exclude-libs,ALL" -o "$out/libmixed_go.so" ./golib
+"$GO" build -ldflags="$stamp" -o "$out/gohost" ./gohost

@@ -2,6 +2,8 @@
 //! skipping (outside CI only) without privileges, finding the C library,
 //! running scenarios in fresh child processes.
 
+pub mod cprog;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

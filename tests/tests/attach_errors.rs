@@ -186,7 +186,7 @@ fn errors_name_their_cause(bpf: &TestBpf, pins: &Pins, tmp: &Path) {
     let (e, p) = map_error(tld::attach_path(&pins.wrong_value), what, MapSource::Path(pins.wrong_value.clone()));
     assert_eq!(p, MapProblem::WrongLayout { key_size: 4, value_size: 8 }, "{what}");
     assert_eq!(e.errno(), libc::EINVAL, "{what}");
-    assert_message(&e, what, &[pins.wrong_value.to_str().unwrap(), "value size 8", "tld needs 4 and 24"]);
+    assert_message(&e, what, &[pins.wrong_value.to_str().unwrap(), "value size 8", "tld needs key 4 and value 24 or 16"]);
     good.check(what);
     problems.push(p);
 
@@ -269,8 +269,10 @@ const CHILD_WRONG_ERROR: i32 = 12;
 const CHILD_CONTROL_FAILED: i32 = 13;
 
 /// In a child dropped to uid/gid 65534: the 0600 pin is refused with
-/// Permission; the same map pinned 0666 is accepted (so the mode is the cause).
-fn unprivileged_attach(pins: &Pins) -> i32 {
+/// Permission; the same map pinned 0666 is accepted (so the mode is the
+/// cause), and the child publishes a value through it: it sends its thread
+/// id on `report` and waits on `done` while root reads it with BPF.
+fn unprivileged_attach(pins: &Pins, report: i32, done: i32) -> i32 {
     unsafe {
         if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(NOBODY) != 0 || libc::setuid(NOBODY) != 0 {
             eprintln!("dropping to uid/gid {NOBODY}: {}", std::io::Error::last_os_error());
@@ -307,19 +309,53 @@ fn unprivileged_attach(pins: &Pins) -> i32 {
         eprintln!("uid {NOBODY}, 0666 pin of the same map: {e}");
         return CHILD_CONTROL_FAILED;
     }
+    let published = tld::Key::<u64>::get_or_create("unprivileged_value").and_then(|k| k.set(UNPRIVILEGED_VALUE));
+    if let Err(e) = published {
+        eprintln!("uid {NOBODY} could not publish through the 0666 pin: {e}");
+        return CHILD_CONTROL_FAILED;
+    }
+    let tid = tld_tests::gettid().to_le_bytes();
+    let mut byte = 0u8;
+    unsafe {
+        libc::write(report, tid.as_ptr().cast(), 4);
+        libc::read(done, (&mut byte as *mut u8).cast(), 1);
+    }
     CHILD_OK
 }
 
-fn permission_denied(pins: &Pins) {
+const UNPRIVILEGED_VALUE: u64 = 0x0b0d_0000_6553_4;
+
+fn permission_denied(bpf: &TestBpf, pins: &Pins) {
     let _ = std::io::Write::flush(&mut std::io::stdout());
+    let (mut report, mut done) = ([0i32; 2], [0i32; 2]);
+    assert_eq!(unsafe { libc::pipe(report.as_mut_ptr()) }, 0);
+    assert_eq!(unsafe { libc::pipe(done.as_mut_ptr()) }, 0);
     match unsafe { libc::fork() } {
         -1 => panic!("fork: {}", std::io::Error::last_os_error()),
         0 => {
-            let code =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unprivileged_attach(pins))).unwrap_or(99);
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                unprivileged_attach(pins, report[1], done[0])
+            }))
+            .unwrap_or(99);
             unsafe { libc::_exit(code) };
         }
         pid => {
+            unsafe {
+                libc::close(report[1]);
+                libc::close(done[0]);
+            }
+            // Root reads with BPF what the unprivileged process published.
+            let mut tid = [0u8; 4];
+            let got = unsafe { libc::read(report[0], tid.as_mut_ptr().cast(), 4) };
+            let read_back = (got == 4).then(|| {
+                let d = bpf.dump_tid(i32::from_le_bytes(tid)).unwrap();
+                int_value(&d, "unprivileged_value")
+            });
+            unsafe {
+                libc::write(done[1], b"x".as_ptr().cast(), 1);
+                libc::close(done[1]);
+                libc::close(report[0]);
+            }
             let mut status = 0;
             assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
             assert!(libc::WIFEXITED(status), "the unprivileged child died: status {status:#x}");
@@ -333,6 +369,7 @@ fn permission_denied(pins: &Pins) {
                 _ => "the child panicked",
             };
             assert_eq!(code, CHILD_OK, "{why}");
+            assert_eq!(read_back, Some(Some(UNPRIVILEGED_VALUE as i64)), "BPF reads the value uid {NOBODY} published");
         }
     }
     // Root may: the pin itself is fine.
@@ -381,7 +418,7 @@ fn main() {
         in_child("each attach error is distinct and names its cause; the good map keeps working", || {
             errors_name_their_cause(&bpf, &pins, &tmp.0)
         }),
-        in_child("no permission on the pin: Permission, for uid 65534 only", || permission_denied(&pins)),
+        in_child("uid 65534: Permission through a 0600 pin; through a 0666 pin it publishes and BPF reads it", || permission_denied(&bpf, &pins)),
         in_child("C ABI: tld_attach_path/tld_attach_fd return -errno and name the cause", || {
             c_abi_attach_errors(&pins, &tmp.0)
         }),

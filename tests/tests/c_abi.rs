@@ -10,19 +10,15 @@
 //! - `tld.h` compiles on its own as C11 and C99 with `-pedantic`, and as C++17.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
 
-use tld_tests::{capi_dir, capi_include, kernel, TaskDump, TempDir};
+use tld_tests::cprog::{self, compile, tool, Link, Pin, Program};
+use tld_tests::{capi_include, kernel, TaskDump, TempDir};
 
 const THREADS: usize = 32;
 const STATIC_SIZE: u16 = 8; // one int, rounded up to 8
 const DYN_DATA_SIZE: u16 = 128; // TLD_DYN_DATA_SIZE in the program
-const TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_NAME: &str = "mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm";
 
 // The values the program writes (see upstream_basic.c).
@@ -34,150 +30,6 @@ fn dyn_value(i: i64, round: i64) -> i64 {
 }
 fn struct_bytes(i: i64, round: i64) -> Vec<u8> {
     (0..32).map(|j| (64 * round + 5 * i + 3 * j + 1) as u8).collect()
-}
-
-fn source() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("c/upstream_basic.c")
-}
-
-fn tool(var: &str, default: &str) -> String {
-    std::env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
-}
-
-/// Runs a compiler; panics with its command line and stderr if it fails.
-fn compile(compiler: &str, args: &[&str]) {
-    let out = Command::new(compiler)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {compiler}: {e} (set CC/CXX to pick another compiler)"));
-    assert!(
-        out.status.success(),
-        "compile failed ({}): {compiler} {}\n--- stderr ---\n{}",
-        out.status,
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Link {
-    Static,
-    Shared,
-}
-
-/// Builds upstream_basic.c into `dir` against libtld.a or libtld.so.
-fn build_program(dir: &Path, link: Link) -> PathBuf {
-    let lib_dir = capi_dir();
-    let include = capi_include();
-    let src = source();
-    let exe = dir.join(match link {
-        Link::Static => "upstream_basic_static",
-        Link::Shared => "upstream_basic_shared",
-    });
-    let (inc, src, exe_s, lib_dir_s) =
-        (include.to_str().unwrap(), src.to_str().unwrap(), exe.to_str().unwrap(), lib_dir.to_str().unwrap());
-    let mut args = vec!["-std=c11", "-Wall", "-Wextra", "-Werror", "-pthread", "-I", inc, src, "-o", exe_s];
-    let archive = lib_dir.join("libtld.a");
-    let rpath = format!("-Wl,-rpath,{lib_dir_s}");
-    match link {
-        Link::Static => args.extend([archive.to_str().unwrap(), "-ldl", "-lm", "-lpthread"]),
-        Link::Shared => args.extend(["-L", lib_dir_s, "-ltld", rpath.as_str()]),
-    }
-    compile(&tool("CC", "cc"), &args);
-    exe
-}
-
-/// A pinned map, unpinned on drop (also when the test fails).
-struct Pin(PathBuf);
-
-impl Drop for Pin {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// The C program, running; killed on drop if still alive.
-struct Program {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-    stderr: Option<JoinHandle<String>>,
-    what: String,
-}
-
-impl Program {
-    fn start(exe: &Path, map: &Path) -> Program {
-        let mut child = Command::new(exe)
-            .env("TLD_TEST_MAP", map)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
-        let stdout = child.stdout.take().unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
-        Program { stdin: child.stdin.take(), child, lines, stderr: Some(stderr), what: exe.display().to_string() }
-    }
-
-    /// Kills the program and fails with why, its exit status and its stderr.
-    fn die(&mut self, why: &str) -> ! {
-        let _ = self.child.kill();
-        let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
-        let stderr = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
-        panic!("{}: {why} (program {status})\n--- its stderr ---\n{stderr}", self.what);
-    }
-
-    fn line(&mut self) -> String {
-        match self.lines.recv_timeout(TIMEOUT) {
-            Ok(line) => line,
-            Err(mpsc::RecvTimeoutError::Timeout) => self.die("no output line within the timeout"),
-            Err(mpsc::RecvTimeoutError::Disconnected) => self.die("the program closed its stdout early"),
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        if let Err(e) = writeln!(stdin, "{line}").and_then(|_| stdin.flush()) {
-            self.die(&format!("writing to its stdin: {e}"));
-        }
-    }
-
-    /// Closes stdin and waits for the exit status.
-    fn finish(&mut self) -> std::process::ExitStatus {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return status,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-                Ok(None) => self.die("did not exit after its stdin was closed"),
-                Err(e) => self.die(&format!("waiting for it: {e}")),
-            }
-        }
-    }
-}
-
-impl Drop for Program {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// One "tid <tid> <static> <dyn> <hex>" line.
@@ -261,7 +113,7 @@ fn check_round(prog: &mut Program, bpf: &tld_tests::TestBpf, off: &Offsets, roun
 fn run_scenario(link: Link) {
     let Some(mut bpf) = kernel() else { return };
     let dir = TempDir::new(&format!("c-abi-{link:?}"));
-    let exe = build_program(&dir.0, link);
+    let exe = cprog::build(&dir.0, "upstream_basic", link);
 
     let pin = Pin(PathBuf::from(format!("/sys/fs/bpf/tld_c_abi_{}_{link:?}", std::process::id())));
     let _ = std::fs::remove_file(&pin.0);
@@ -310,7 +162,7 @@ fn run_scenario(link: Link) {
     if !status.success() {
         prog.die("exited with a failure");
     }
-    assert!(prog.lines.recv_timeout(TIMEOUT).is_err(), "nothing after done");
+    assert!(prog.no_more_lines(), "nothing after done");
 }
 
 #[test]
@@ -387,5 +239,39 @@ int use_upstream_api(int map_fd)
         assert!(!out.status.success(), "{compiler} {flags:?} accepted TLD_NAME_LEN 32");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("TLD_NAME_LEN only at its default"), "{stderr}");
+    }
+}
+
+/// Builds and runs `tests/c/<name>.c` (no map), returning its stdout; fails
+/// with its stderr unless it exits 0.
+fn run_simple(name: &str, link: Link) -> String {
+    let dir = TempDir::new(&format!("c-abi-{name}-{link:?}"));
+    let exe = cprog::build(&dir.0, name, link);
+    let out = Command::new(&exe).output().unwrap_or_else(|e| panic!("running {}: {e}", exe.display()));
+    assert!(
+        out.status.success(),
+        "{name} ({link:?}) failed: {}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Option macros, `TLD_PAGE_SIZE`/`TLD_MAX_DATA_CNT`/`TLD_NAME_LEN`, a
+/// program constructor seeing a `TLD_DEFINE_KEY` key, `-E2BIG`/`-EINVAL`, and
+/// the upstream selftest's creation race (tests/c/upstream_compat.c).
+#[test]
+fn upstream_compatibility() {
+    for link in [Link::Static, Link::Shared] {
+        assert_eq!(run_simple("upstream_compat", link).trim(), "ok");
+    }
+}
+
+/// C ABI calls from thread-exit destructors after tld's own (DESIGN §5.7):
+/// no abort, errors reported, blocks allocated there released again.
+#[test]
+fn late_destructors_never_abort() {
+    for link in [Link::Static, Link::Shared] {
+        assert_eq!(run_simple("late_destructor", link).trim(), "ok live=0");
     }
 }

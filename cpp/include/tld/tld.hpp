@@ -62,6 +62,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -69,6 +70,17 @@
 
 #include "rust/cxx.h"
 #include "tld/src/bridge.rs.h"
+
+#ifndef TLD_CXX_INITIAL_EXEC_TLS
+/**
+ * Define to 1 (before including tld.hpp, in every translation unit) when
+ * building a shared library that programs link at start-up, not dlopen: the
+ * binding's per-thread cache then uses the initial-exec TLS model, one
+ * %fs-relative load instead of a __tls_get_addr call per get(). Executables
+ * need nothing: their thread_locals are already local-exec.
+ */
+#define TLD_CXX_INITIAL_EXEC_TLS 0
+#endif
 
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
 /// 1 when the throwing API is available (exceptions enabled), else 0.
@@ -151,31 +163,56 @@ inline void check(int errno_value) {
 #endif
 
 /**
- * The calling thread's cached data area (see ThreadCache in the bridge).
- * Constant-initialized and trivially destructible: no TLS wrapper, and it
- * stays readable in destructors that run at thread exit after the C++
- * thread_locals (a pthread key destructor calling get()); by then the core
- * has released the block and moved the counter, so the cache is not trusted.
+ * The calling thread's cached data area, with the layout of the core's
+ * DataCache: the pointer, and the data size while the cache serves it. The
+ * core registers the cache when it fills it and sets `limit` to 0 whenever
+ * the pointer stops being the one to use: this thread's block released
+ * (always on this thread: free_thread_block(), `tld_free()` from any
+ * language, thread exit) or a map attached that the thread must register
+ * with (from another thread, hence the atomic reads).
  */
-inline thread_local ThreadCache thread_cache{};
+struct DataCache {
+    std::uint8_t* data;
+    std::uint64_t limit;
+};
+
+/**
+ * The cache itself. Constant-initialized (no constructor) and trivially
+ * destructible: no TLS wrapper call and no guard on access, and it stays
+ * readable (and writable by the core) in destructors that run at thread exit
+ * after the C++ thread_locals (a pthread key destructor calling get()).
+ */
+#if TLD_CXX_INITIAL_EXEC_TLS
+// In a shared library the default TLS model makes every access a
+// __tls_get_addr call; initial-exec makes it one %fs-relative load, but needs
+// the library loaded at program start (or a little of the static TLS that
+// glibc keeps for dlopen).
+[[gnu::tls_model("initial-exec")]]
+#endif
+inline thread_local DataCache thread_cache{nullptr, 0};
 
 /// The slow path: ask the core (allocates and registers on first use).
 [[gnu::noinline, gnu::cold]] inline std::uint8_t* refresh_thread_data() noexcept {
-    ThreadCache fresh{};
-    if (refresh_thread_cache(fresh) != 0) {
+    std::size_t data = 0;
+    if (refresh_thread_cache(reinterpret_cast<std::size_t>(&thread_cache), data) != 0) {
         return nullptr;
     }
-    thread_cache = fresh;
-    return reinterpret_cast<std::uint8_t*>(fresh.data);
+    return reinterpret_cast<std::uint8_t*>(data);
 }
 
-/// The hot path of every get(): a thread-local load and one compare with the
-/// runtime's generation counter, inlined; nullptr on failure (see last_failure()).
+/**
+ * The hot path of every get(): one thread-local load of `limit` (relaxed: the
+ * core may clear it from another thread; a plain load on x86 and arm64), then
+ * the pointer; nullptr on failure (see last_failure()).
+ */
 inline std::uint8_t* thread_data_or_null() noexcept {
-    const ThreadCache& c = thread_cache;
-    if (c.counter != 0 &&
-        __atomic_load_n(reinterpret_cast<const std::uint64_t*>(c.counter), __ATOMIC_ACQUIRE) == c.generation) {
-        return reinterpret_cast<std::uint8_t*>(c.data);
+    const DataCache& c = thread_cache;
+    if (__builtin_expect(__atomic_load_n(&c.limit, __ATOMIC_RELAXED) != 0, 1)) {
+        std::uint8_t* p = c.data;
+        if (p == nullptr) {
+            __builtin_unreachable();  // the core fills data before limit
+        }
+        return p;
     }
     return refresh_thread_data();
 }
@@ -256,8 +293,8 @@ inline RuntimeStats runtime_stats(std::error_code& ec) noexcept {
  * relative to), without exceptions.
  *
  * The thread's first call allocates its block and registers it with every
- * attached map (two system calls per map); later calls are a thread-local
- * load and one compare with the runtime's generation counter, inlined. The
+ * attached map (two system calls per map); later calls are one thread-local
+ * load and a test, inlined (the core clears the cache when needed). The
  * pointer is valid on the calling thread until it exits or its block is
  * freed (free_thread_block(), `tld_free()` from any language).
  * @return the pointer, or nullptr with @p ec set (allocation or registration
@@ -601,6 +638,7 @@ public:
         }
         RawKey raw = RawKey::get_or_create_static(name_, sizeof(T), ec);
         if (ec) {
+            remember_message();
             state_.store(failed | static_cast<std::uint32_t>(ec.value()), std::memory_order_release);
             return Key<T>();
         }
@@ -636,14 +674,35 @@ public:
         return ec ? T{} : k.load(ec);
     }
 
+    /**
+     * @brief The core's message for the creation failure (naming the key
+     * and the cause, as tld::last_error_message() said on the thread that
+     * first tried), or an empty string if the key has not failed. Remembered
+     * like the failure itself, so the `std::error_code&` overloads can
+     * report it from any thread.
+     */
+    const char* error_message() const noexcept {
+        if (!(state_.load(std::memory_order_acquire) & failed)) {
+            return "";
+        }
+        const char* m = message_.load(std::memory_order_acquire);
+        return m != nullptr ? m : "";
+    }
+
 #if TLD_CXX_EXCEPTIONS
-    /// The typed key. @throws tld::Error the creation error (remembered).
+    /**
+     * @brief The typed key.
+     * @throws tld::Error the creation error (remembered), with the core's
+     * message (error_message()), e.g. that the name exists with another size.
+     */
     Key<T> key() const {
         std::error_code ec;
         Key<T> k = key(ec);
         if (ec) {
-            throw Error(ec.value(), std::string("static key \"") + name_ + "\" could not be created: " +
-                                        std::generic_category().message(ec.value()));
+            const char* m = error_message();
+            throw Error(ec.value(), *m != '\0' ? std::string(m)
+                                                 : std::string("static key \"") + name_ + "\" could not be created: " +
+                                                       std::generic_category().message(ec.value()));
         }
         return k;
     }
@@ -662,8 +721,27 @@ private:
     static constexpr std::uint64_t resolved = std::uint64_t{1} << 63;
     static constexpr std::uint64_t failed = std::uint64_t{1} << 62;
 
+    /// Keeps the calling thread's last error message (the failed creation's)
+    /// for every later call, from any thread. Copied once to the heap and
+    /// never freed: a static key lives as long as the program, and so does
+    /// its failure. Only the first of racing failures is kept.
+    void remember_message() const noexcept {
+        detail::Failure f = detail::last_failure();
+        char* copy = new (std::nothrow) char[f.message.size() + 1];
+        if (copy == nullptr) {
+            return;  // the error code is still remembered
+        }
+        std::memcpy(copy, f.message.data(), f.message.size());
+        copy[f.message.size()] = '\0';
+        const char* expected = nullptr;
+        if (!message_.compare_exchange_strong(expected, copy, std::memory_order_acq_rel)) {
+            delete[] copy;
+        }
+    }
+
     const char* name_;
     mutable std::atomic<std::uint64_t> state_{0};
+    mutable std::atomic<const char*> message_{nullptr};
 };
 
 }  // namespace tld

@@ -48,7 +48,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -103,13 +102,11 @@ func main() {
 		done.Add(1)
 		go func(i int) {
 			defer done.Done()
-			runtime.LockOSThread() // held until the dump is done
-			defer runtime.UnlockOSThread()
 			err := tld.WithThread(func(t *tld.Thread) error {
 				tid := int64(t.ID())
 				base := tid * 10
 				e := expect{"go.value": base + 3, "cxx.value": base + 2}
-				if err := goOwn.Set(base + 3); err != nil {
+				if err := goOwn.Set(t, base+3); err != nil {
 					return err
 				}
 				if got := cxxSet("cxx.value", base+2); got != tid {
@@ -117,24 +114,27 @@ func main() {
 				}
 				// The common key: the last writer alternates between threads.
 				if i%2 == 0 {
-					goCommon.Set(base + 3)
+					goCommon.Set(t, base+3)
 					cxxSet("mixed.common", base+2)
 					e["mixed.common"] = base + 2
 				} else {
 					cxxSet("mixed.common", base+2)
-					goCommon.Set(base + 3)
+					goCommon.Set(t, base+3)
 					e["mixed.common"] = base + 3
 				}
 				mu.Lock()
 				threads[strconv.FormatInt(tid, 10)] = e
 				mu.Unlock()
+				// Stay in the callback while the dump runs: WithThread
+				// restores the Go values when it returns.
+				ready.Done()
+				<-release
 				return nil
 			})
 			if err != nil {
 				errs <- err
+				ready.Done()
 			}
-			ready.Done()
-			<-release
 		}(i)
 	}
 	ready.Wait()

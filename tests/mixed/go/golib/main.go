@@ -75,6 +75,9 @@ func mixed_go_set(name *C.char, v C.int64_t) C.long {
 	}
 	var tid int
 	err = tld.WithThread(func(t *tld.Thread) error {
+		// A thread of the Python host, not of the Go scheduler: the value
+		// stays when the call returns, as the host asked.
+		t.Keep()
 		val, err := key.On(t)
 		if err != nil {
 			return err
