@@ -190,19 +190,20 @@ static inline int tld_key_err_or_zero(tld_key_t key)
 /**
  * struct tld__thread_cache - Internal: the calling thread's data pointer,
  * cached by the inline tld_get_data()/tld_data() of one translation unit,
- * filled by the library and registered with the runtime, which sets limit
- * to 0 when the pointer stops being the one to use (the thread's block
+ * filled by the library and registered with the runtime, which stores NULL
+ * into it when the pointer stops being the one to use (the thread's block
  * released, a map attached that the thread must register with; DESIGN §4).
- * limit is the data size: it bounds the key offsets the cache serves.
  */
 struct tld__thread_cache {
 	unsigned char *data;
-	uint64_t limit;
 };
 
-/** Internal: the slow paths of tld_get_data() and tld_data(); they fill @cache. */
-void *tld__get_data_slow(int map_fd, tld_key_t key, struct tld__thread_cache *cache);
-void *tld__data_slow(tld_key_t key, struct tld__thread_cache *cache);
+/**
+ * Internal: the slow paths of tld_get_data() and tld_data(). They fill
+ * @cache and store the data size, which bounds valid keys, in @limit.
+ */
+void *tld__get_data_slow(int map_fd, tld_key_t key, struct tld__thread_cache *cache, uint32_t *limit);
+void *tld__data_slow(tld_key_t key, struct tld__thread_cache *cache, uint32_t *limit);
 
 #ifdef TLD_NO_INLINE
 void *tld_get_data(int map_fd, tld_key_t key);
@@ -210,13 +211,20 @@ void *tld_data(tld_key_t key);
 #else
 /* One cache per translation unit and thread; no destructor. */
 static __thread struct tld__thread_cache tld__tu_cache __attribute__((unused));
+/* The data size, the same for every thread once a block exists (0 before). */
+static uint32_t tld__tu_limit __attribute__((unused));
 
-/* Whether the cache serves @key: one unsigned compare covers an empty
- * cache (limit 0), a negative key and one past the data size. limit is read
- * atomically: the runtime may clear it from another thread. */
-static inline bool tld__cache_serves(const struct tld__thread_cache *c, tld_key_t key)
+/* The thread's data pointer if the cache serves @key, else NULL. The
+ * pointer is read atomically (the runtime may clear it from another
+ * thread); one unsigned compare covers a negative key and one past the
+ * data size. */
+static inline unsigned char *tld__cached(tld_key_t key)
 {
-	return __builtin_expect((uint16_t)key.off < __atomic_load_n(&c->limit, __ATOMIC_RELAXED), 1);
+	unsigned char *p = __atomic_load_n(&tld__tu_cache.data, __ATOMIC_RELAXED);
+
+	if (__builtin_expect(p != NULL && (uint16_t)key.off < __atomic_load_n(&tld__tu_limit, __ATOMIC_RELAXED), 1))
+		return p + key.off;
+	return NULL;
 }
 
 /**
@@ -240,11 +248,9 @@ static inline bool tld__cache_serves(const struct tld__thread_cache *c, tld_key_
  */
 static inline void *tld_get_data(int map_fd, tld_key_t key)
 {
-	struct tld__thread_cache *c = &tld__tu_cache;
+	unsigned char *p = tld__cached(key);
 
-	if (tld__cache_serves(c, key))
-		return c->data + key.off;
-	return tld__get_data_slow(map_fd, key, c);
+	return p ? p : tld__get_data_slow(map_fd, key, &tld__tu_cache, &tld__tu_limit);
 }
 
 /**
@@ -254,11 +260,9 @@ static inline void *tld_get_data(int map_fd, tld_key_t key)
  */
 static inline void *tld_data(tld_key_t key)
 {
-	struct tld__thread_cache *c = &tld__tu_cache;
+	unsigned char *p = tld__cached(key);
 
-	if (tld__cache_serves(c, key))
-		return c->data + key.off;
-	return tld__data_slow(key, c);
+	return p ? p : tld__data_slow(key, &tld__tu_cache, &tld__tu_limit);
 }
 #endif /* TLD_NO_INLINE */
 

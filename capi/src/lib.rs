@@ -187,8 +187,18 @@ fn invalid_key(key: tld_key_t) -> *mut c_void {
     null_with_errno(libc::EINVAL)
 }
 
-/// The calling thread's pointer for `key`; fills `cache` (may be NULL).
-unsafe fn data_slow(map_fd: Option<c_int>, key: tld_key_t, cache: *mut tld__thread_cache) -> *mut c_void {
+/// Bytes of data every thread block holds (frozen once one exists).
+fn data_size() -> usize {
+    tld_core::runtime_stats().map_or(0, |s| s.data_size)
+}
+
+/// The calling thread's pointer for `key`; fills `cache` and `limit` (may be NULL).
+unsafe fn data_slow(
+    map_fd: Option<c_int>,
+    key: tld_key_t,
+    cache: *mut tld__thread_cache,
+    limit: *mut u32,
+) -> *mut c_void {
     if key.off < 0 {
         return invalid_key(key);
     }
@@ -200,10 +210,14 @@ unsafe fn data_slow(map_fd: Option<c_int>, key: tld_key_t, cache: *mut tld__thre
         Some(c) => unsafe { tld_core::fill_thread_cache(c, map_fd) },
         None => OWN.with(|c| match (c.get(), map_fd) {
             // The exported functions keep upstream's rule: the map only matters for a new block.
-            (Some(data), _) => Ok((unsafe { std::ptr::NonNull::new_unchecked(data) }, c.limit.load(std::sync::atomic::Ordering::Relaxed) as usize)),
+            (Some(data), _) => Ok((unsafe { std::ptr::NonNull::new_unchecked(data) }, data_size())),
             _ => unsafe { tld_core::fill_thread_cache(c, map_fd) },
         }),
     };
+    if let (Ok((_, size)), Some(l)) = (&result, unsafe { limit.as_ref() }) {
+        // SAFETY: tld.h's per-translation-unit size, read atomically there.
+        unsafe { (*(l as *const u32 as *const std::sync::atomic::AtomicU32)).store(*size as u32, std::sync::atomic::Ordering::Relaxed) };
+    }
     match result {
         // A key beyond the frozen data size was never handed out by this runtime.
         Ok((_, size)) if key.off as usize >= size => invalid_key(key),
@@ -214,14 +228,19 @@ unsafe fn data_slow(map_fd: Option<c_int>, key: tld_key_t, cache: *mut tld__thre
 
 /// Slow path of tld.h's inline `tld_get_data`. See tld.h.
 #[no_mangle]
-pub unsafe extern "C" fn tld__get_data_slow(map_fd: c_int, key: tld_key_t, cache: *mut tld__thread_cache) -> *mut c_void {
-    unsafe { data_slow(Some(map_fd), key, cache) }
+pub unsafe extern "C" fn tld__get_data_slow(
+    map_fd: c_int,
+    key: tld_key_t,
+    cache: *mut tld__thread_cache,
+    limit: *mut u32,
+) -> *mut c_void {
+    unsafe { data_slow(Some(map_fd), key, cache, limit) }
 }
 
 /// Slow path of tld.h's inline `tld_data`. See tld.h.
 #[no_mangle]
-pub unsafe extern "C" fn tld__data_slow(key: tld_key_t, cache: *mut tld__thread_cache) -> *mut c_void {
-    unsafe { data_slow(None, key, cache) }
+pub unsafe extern "C" fn tld__data_slow(key: tld_key_t, cache: *mut tld__thread_cache, limit: *mut u32) -> *mut c_void {
+    unsafe { data_slow(None, key, cache, limit) }
 }
 
 /// Upstream `tld_get_data` as a function, for programs built against earlier
@@ -229,14 +248,14 @@ pub unsafe extern "C" fn tld__data_slow(key: tld_key_t, cache: *mut tld__thread_
 /// `map_fd` when it gets its block and returns its pointer for `key`.
 #[no_mangle]
 pub extern "C" fn tld_get_data(map_fd: c_int, key: tld_key_t) -> *mut c_void {
-    unsafe { data_slow(Some(map_fd), key, std::ptr::null_mut()) }
+    unsafe { data_slow(Some(map_fd), key, std::ptr::null_mut(), std::ptr::null_mut()) }
 }
 
 /// `tld_data` as a function (see [`tld_get_data`]): the calling thread's
 /// pointer for `key`, registering with every attached map.
 #[no_mangle]
 pub extern "C" fn tld_data(key: tld_key_t) -> *mut c_void {
-    unsafe { data_slow(None, key, std::ptr::null_mut()) }
+    unsafe { data_slow(None, key, std::ptr::null_mut(), std::ptr::null_mut()) }
 }
 
 /// Attaches the map pinned at `path` (NULL: `$TLD_MAP_PATH` or the default). See tld.h.

@@ -351,14 +351,12 @@ impl<T: Pod> Key<T> {
 /// not run its constructor.
 pub struct StaticKey<T: Pod> {
     name: &'static str,
-    /// 0 unresolved; `1 << 63 | slot << 32 | offset << 16 | size` resolved;
-    /// `1 << 62 | errno` failed.
+    /// 0 unresolved; `1 << 63 | slot << 32 | offset << 16 | size` resolved.
     state: AtomicU64,
     _type: PhantomData<fn() -> T>,
 }
 
 const RESOLVED: u64 = 1 << 63;
-const FAILED: u64 = 1 << 62;
 
 impl<T: Pod> StaticKey<T> {
     #[doc(hidden)]
@@ -377,7 +375,17 @@ impl<T: Pod> StaticKey<T> {
         self.name
     }
 
-    /// The typed key (get-or-create; an error is remembered and returned again).
+    /// The typed key: get-or-create of a static key of `size_of::<T>()`
+    /// bytes, done once; afterwards a load.
+    ///
+    /// On failure it returns the error (naming the key and the cause, as
+    /// [`RawKey::get_or_create_static`]: another size under that name is
+    /// [`Error::SizeMismatch`], no room left [`Error::TooBig`] or
+    /// [`Error::NoSpace`], an incompatible runtime in the process
+    /// [`Error::IncompatibleRuntime`]) and remembers nothing: the next call
+    /// tries again. The constructor [`static_key!`] emits makes the first
+    /// attempt before `main` and ignores its error, which the first use then
+    /// reports.
     pub fn key(&self) -> Result<Key<T>> {
         let s = self.state.load(Ordering::Acquire);
         if s & RESOLVED != 0 {
@@ -386,14 +394,10 @@ impl<T: Pod> StaticKey<T> {
         }
         let result =
             Key::typed(self.name.as_bytes(), RawKey::get_or_create_static(self.name, std::mem::size_of::<T>()));
-        match &result {
-            Ok(k) => {
-                let i = k.raw.info;
-                let packed = RESOLVED | (i.slot as u64) << 32 | (i.offset as u64) << 16 | i.size as u64;
-                self.state.store(packed, Ordering::Release);
-            }
-            Err(e) if s & FAILED == 0 => self.state.store(FAILED | e.errno() as u64, Ordering::Release),
-            Err(_) => {}
+        if let Ok(k) = &result {
+            let i = k.raw.info;
+            let packed = RESOLVED | (i.slot as u64) << 32 | (i.offset as u64) << 16 | i.size as u64;
+            self.state.store(packed, Ordering::Release);
         }
         result
     }

@@ -112,6 +112,7 @@ mod ffi {
 
         /// Releases the calling thread's block now (upstream `tld_free`).
         fn free_thread_block();
+        fn refresh() -> i32;
 
         /// Writes a snapshot of the runtime into `out`. Returns 0 or a positive errno.
         fn runtime_stats(out: &mut RuntimeStats) -> i32;
@@ -208,6 +209,10 @@ fn refresh_thread_cache(cache: usize, data: &mut usize) -> i32 {
         }
         Err(e) => fail(e),
     }
+}
+
+fn refresh() -> i32 {
+    status(tld::refresh())
 }
 
 fn free_thread_block() {

@@ -240,6 +240,34 @@ TEST(Basic, MapAttachedLaterSeesACachedThread) {
     t.join();
 }
 
+// DESIGN §8.4: the consumer pins a new map at the path; refresh() moves the
+// thread to it with no call from the thread.
+TEST(Basic, RefreshFollowsAReplacedPin) {
+    TLD_REQUIRE_KERNEL();
+    support::PinnedMap map;
+    tld::attach(map.path());
+    auto k = tld::Key<std::uint32_t>::get_or_create("cxx_refreshed");
+    long tid = 0;
+    support::Event ready, done;
+    std::thread t([&] {
+        tid = gettid_();
+        k.set(41);
+        ready.set();
+        done.wait();
+    });
+    ready.wait();
+    std::string out;
+    ASSERT_EQ(support::run(support::cli() + " unpin --path " + map.path() + " 2>&1", &out), 0) << out;
+    ASSERT_EQ(support::run(support::cli() + " pin --path " + map.path() + " 2>&1", &out), 0) << out;
+    tld::refresh();
+    support::Json doc = support::dump(map.path());
+    const support::Json* th = support::dump_thread(doc, tid);
+    ASSERT_NE(th, nullptr) << "the thread was not moved to the new map";
+    EXPECT_EQ((*th)["values"]["cxx_refreshed"]["int"].num, 41);
+    done.set();
+    t.join();
+}
+
 }  // namespace
 
 // A fork child inherits the parent's cached pointer: the fork handler

@@ -169,6 +169,18 @@ fn attach(py: Python<'_>, path: Option<PathBuf>, fd: Option<i64>) -> PyResult<()
     Ok(())
 }
 
+/// Checks every map attached by path against its pin now, and follows a
+/// replaced pin: the new map is attached, every live thread registered with
+/// it, the old map detached. A watcher thread does the same within about a
+/// second unless TLD_PIN_WATCH=0 was set.
+#[pyfunction]
+fn refresh(py: Python<'_>) -> PyResult<()> {
+    py.detach(tld::refresh).map_err(tld_error)?;
+    // A thread the runtime could not register itself does so on its next access.
+    ATTACH_EPOCH.fetch_add(1, Ordering::AcqRel);
+    Ok(())
+}
+
 /// Sets the bytes every thread block keeps for keys created after the first
 /// thread touched its data (default 64). TldError EBUSY once that happened.
 #[pyfunction]
@@ -242,6 +254,7 @@ fn _tld(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(find_key, m)?)?;
     m.add_function(wrap_pyfunction!(keys, m)?)?;
     m.add_function(wrap_pyfunction!(set_dynamic_reserve, m)?)?;
+    m.add_function(wrap_pyfunction!(refresh, m)?)?;
     m.add_function(wrap_pyfunction!(default_map_path, m)?)?;
     m.add_function(wrap_pyfunction!(runtime_stats, m)?)?;
     m.add_class::<scope::Scope>()?;
@@ -263,6 +276,7 @@ fn _tld(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "runtime_stats",
         "Scope",
         "scoped",
+        "refresh",
         "set_dynamic_reserve",
     ];
     m.setattr("__all__", PyList::new(py, public)?)?;

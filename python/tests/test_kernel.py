@@ -310,3 +310,44 @@ def test_fork_reregisters_the_child(run_kernel):
         assert k.get() == 11, "the child's writes are its own"
         assert threads(dump())[threading.get_native_id()]["v"] == 11
     """)
+
+
+def test_refresh_follows_a_replaced_pin(run_kernel):
+    # DESIGN §8.4 with the watcher off: refresh() moves every thread to the
+    # map now pinned at the path, with no call from the thread itself.
+    run_kernel("""
+        import subprocess
+        cli = os.environ["TLD_CLI"]
+        path = f"/sys/fs/bpf/tld-pytest-refresh-{os.getpid()}/tld_data_map"
+        os.environ["TLD_MAP_PATH"] = path  # what bpf_reader.dump() reads
+        def pin():
+            subprocess.run([cli, "pin", "--path", path], check=True, capture_output=True)
+        def unpin():
+            subprocess.run([cli, "unpin", "--path", path], check=True, capture_output=True)
+        pin()
+        try:
+            tld.attach(path)
+            k = tld.key("refreshed", "q")
+            ready, done = threading.Event(), threading.Event()
+            tid = []
+            def worker():
+                k.set(99)
+                tid.append(threading.get_native_id())
+                ready.set()
+                done.wait()
+            t = threading.Thread(target=worker)
+            t.start()
+            ready.wait()
+            assert threads(dump())[tid[0]]["refreshed"] == 99
+            unpin()
+            pin()  # the consumer restarted with a new map
+            assert tid[0] not in threads(dump()), "a new, empty map"
+            tld.refresh()
+            assert threads(dump())[tid[0]]["refreshed"] == 99, "moved to the new map"
+            assert tld.runtime_stats().attached_maps == 1
+            done.set()
+            t.join()
+        finally:
+            unpin()
+            os.rmdir(os.path.dirname(path))
+    """, env={"TLD_PIN_WATCH": "0"})

@@ -38,6 +38,7 @@ from tld._tld import (
     find_key,
     key,
     keys,
+    refresh,
     runtime_stats,
     scoped,
     set_dynamic_reserve,
@@ -59,5 +60,6 @@ __all__ = [
     "runtime_stats",
     "Scope",
     "scoped",
+    "refresh",
     "set_dynamic_reserve",
 ]

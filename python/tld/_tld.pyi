@@ -22,6 +22,7 @@ __all__ = [
     "runtime_stats",
     "Scope",
     "scoped",
+    "refresh",
     "set_dynamic_reserve",
 ]
 
@@ -244,6 +245,14 @@ def attach(
     Raises ``TldError`` naming the path and the cause (``ENOENT`` nothing
     pinned there, ``EINVAL`` not a tld map, ``EPERM``/``EACCES`` no
     permission), ``TypeError`` when both ``path`` and ``fd`` are given.
+    """
+
+def refresh() -> None:
+    """Checks every map attached by path against its pin now, and follows a
+    replaced pin: the new map is attached, every live thread registered with
+    it, the old map detached. A watcher thread does the same within about a
+    second unless ``TLD_PIN_WATCH=0`` was set when the first map was
+    attached. Raises ``TldError`` as ``attach``.
     """
 
 @overload

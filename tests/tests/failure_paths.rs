@@ -258,6 +258,32 @@ fn fork_during_key_creation_never_hangs() {
     });
 }
 
+/// DESIGN §5.3: runtime initialisation holds no lock a fork could leave
+/// held: a fork while other threads start the runtime leaves a child that
+/// can use it.
+fn fork_during_runtime_initialisation_never_hangs() {
+    for _ in 0..30 {
+        // Each round in a process of its own, whose runtime does not exist yet.
+        in_fork(|| {
+            let go = std::sync::Barrier::new(3);
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(|| {
+                        go.wait();
+                        tld::runtime_stats().unwrap();
+                    });
+                }
+                go.wait();
+                in_fork(|| {
+                    unsafe { libc::alarm(10) };
+                    RawKey::get_or_create("made_after_the_fork", 8).map(drop).map_err(|e| e.to_string())
+                })
+            })
+        })
+        .unwrap();
+    }
+}
+
 static HANDLER_OK: AtomicUsize = AtomicUsize::new(0);
 static HANDLER_DEADLK: AtomicUsize = AtomicUsize::new(0);
 static HANDLER_OTHER: AtomicUsize = AtomicUsize::new(0);
@@ -485,6 +511,7 @@ fn main() {
         }),
         in_child("read-only map fds are refused", || read_only_fds_are_refused(&bpf)),
         in_child("fork during key creation never hangs the child", fork_during_key_creation_never_hangs),
+        in_child("fork during runtime initialisation never hangs the child", fork_during_runtime_initialisation_never_hangs),
         in_child("signal handlers never wait on their own thread", || {
             signal_handlers_never_wait_on_their_own_thread(&bpf)
         }),

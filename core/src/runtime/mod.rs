@@ -168,11 +168,13 @@ static RUNTIME: AtomicPtr<Shared> = AtomicPtr::new(null_mut());
 /// A cache of the calling thread's data area, owned by a binding (the Rust
 /// API's below, one per C translation unit in `tld.h`, C++'s `thread_local`)
 /// and registered with the thread's descriptor when filled. It serves the
-/// hot path while `limit` (the data size) is not 0; the runtime clears
-/// `limit` of every registered cache whenever the pointer stops being the
-/// one to use (DESIGN §4): the thread's block is released (always on the
-/// thread itself), or a map was attached that the thread must register with.
-/// Layout shared with tld.h's `struct tld__thread_cache` and tld.hpp.
+/// hot path while not null; the runtime stores null into every registered
+/// cache whenever the pointer stops being the one to use (DESIGN §4): the
+/// thread's block is released (always on the thread itself), or a map was
+/// attached that the thread must register with (from another thread: the
+/// hot path reads it with one relaxed atomic load, and sees either the still
+/// valid pointer or null). Layout shared with tld.h's
+/// `struct tld__thread_cache` and tld.hpp.
 ///
 /// This replaced a process-wide generation word that every fast path
 /// compared its cache with: two dependent loads per access, for events that
@@ -181,19 +183,19 @@ static RUNTIME: AtomicPtr<Shared> = AtomicPtr::new(null_mut());
 #[repr(C)]
 pub struct DataCache {
     pub data: AtomicPtr<u8>,
-    pub limit: AtomicU64,
 }
 
 impl DataCache {
     /// An empty cache: the first access takes the slow path.
     pub const fn new() -> Self {
-        DataCache { data: AtomicPtr::new(null_mut()), limit: AtomicU64::new(0) }
+        DataCache { data: AtomicPtr::new(null_mut()) }
     }
 
     /// The data area if this cache serves it.
     #[inline]
     pub fn get(&self) -> Option<*mut u8> {
-        (self.limit.load(Ordering::Relaxed) != 0).then(|| self.data.load(Ordering::Relaxed))
+        let p = self.data.load(Ordering::Relaxed);
+        (!p.is_null()).then_some(p)
     }
 }
 
@@ -304,15 +306,14 @@ pub(crate) fn fill_cache(shared: &'static Shared, cache: &DataCache) -> Result<*
         register::register_pending(shared, d)?;
         let data = d.data();
         if pool::remember_cache(d, cache) {
-            cache.data.store(data, Ordering::Relaxed);
-            cache.limit.store(shared.data_size() as u64, Ordering::SeqCst);
+            cache.data.store(data, Ordering::SeqCst);
         }
         // A map attached meanwhile may have cleared the caches before this
         // one was filled: go round again to register with it.
         if shared.attach_epoch.load(Ordering::SeqCst) == epoch {
             return Ok(data);
         }
-        cache.limit.store(0, Ordering::SeqCst);
+        cache.data.store(null_mut(), Ordering::SeqCst);
     }
 }
 

@@ -84,7 +84,7 @@ impl Descriptor {
         for slot in &self.caches {
             let c = slot.load(Ordering::Acquire);
             if !c.is_null() {
-                unsafe { (*c).limit.store(0, Ordering::SeqCst) };
+                unsafe { (*c).data.store(std::ptr::null_mut(), Ordering::SeqCst) };
             }
         }
     }

@@ -164,16 +164,14 @@ inline void check(int errno_value) {
 
 /**
  * The calling thread's cached data area, with the layout of the core's
- * DataCache: the pointer, and the data size while the cache serves it. The
- * core registers the cache when it fills it and sets `limit` to 0 whenever
- * the pointer stops being the one to use: this thread's block released
- * (always on this thread: free_thread_block(), `tld_free()` from any
- * language, thread exit) or a map attached that the thread must register
- * with (from another thread, hence the atomic reads).
+ * DataCache. The core registers the cache when it fills it and stores
+ * nullptr into it whenever the pointer stops being the one to use: this
+ * thread's block released (always on this thread: free_thread_block(),
+ * `tld_free()` from any language, thread exit) or a map attached that the
+ * thread must register with (from another thread, hence the atomic read).
  */
 struct DataCache {
     std::uint8_t* data;
-    std::uint64_t limit;
 };
 
 /**
@@ -189,7 +187,7 @@ struct DataCache {
 // glibc keeps for dlopen).
 [[gnu::tls_model("initial-exec")]]
 #endif
-inline thread_local DataCache thread_cache{nullptr, 0};
+inline thread_local DataCache thread_cache{nullptr};
 
 /// The slow path: ask the core (allocates and registers on first use).
 [[gnu::noinline, gnu::cold]] inline std::uint8_t* refresh_thread_data() noexcept {
@@ -201,17 +199,13 @@ inline thread_local DataCache thread_cache{nullptr, 0};
 }
 
 /**
- * The hot path of every get(): one thread-local load of `limit` (relaxed: the
- * core may clear it from another thread; a plain load on x86 and arm64), then
- * the pointer; nullptr on failure (see last_failure()).
+ * The hot path of every get(): one thread-local load (relaxed: the core may
+ * clear it from another thread; a plain load on x86 and arm64) and a test;
+ * nullptr on failure (see last_failure()).
  */
 inline std::uint8_t* thread_data_or_null() noexcept {
-    const DataCache& c = thread_cache;
-    if (__builtin_expect(__atomic_load_n(&c.limit, __ATOMIC_RELAXED) != 0, 1)) {
-        std::uint8_t* p = c.data;
-        if (p == nullptr) {
-            __builtin_unreachable();  // the core fills data before limit
-        }
+    std::uint8_t* p = __atomic_load_n(&thread_cache.data, __ATOMIC_RELAXED);
+    if (__builtin_expect(p != nullptr, 1)) {
         return p;
     }
     return refresh_thread_data();
@@ -234,12 +228,25 @@ inline KeyInfo find_or_create(KeyMode mode, std::string_view name, std::size_t s
  * @brief Attaches the tld_data_map pinned at @p path (empty: `$TLD_MAP_PATH`,
  * else `/sys/fs/bpf/tld/tld_data_map`).
  *
- * Validates the map first. Attaching the same map again is a no-op; up to 16
- * maps. Every thread registers with it on its next data access.
+ * Validates the map first. Attaching the same map again is a no-op; up to 64
+ * maps. Every thread registers with it on its next data access. The map
+ * follows the pin: when the pin is replaced by another map, every thread is
+ * moved to it within about a second (a watcher thread, unless
+ * `TLD_PIN_WATCH=0`), or at refresh().
  * @throws tld::Error ENOENT (nothing pinned there), EINVAL (not on bpffs, not
- * a map, wrong type or layout, no BTF), EPERM/EACCES, ENOSPC (too many maps).
+ * a map, wrong type or layout, no BTF), EACCES (read-only map or pin),
+ * EPERM, ENOSPC (too many maps), EOVERFLOW (a 16-byte map with more than 255
+ * keys).
  */
 inline void attach(std::string_view path = {}) { detail::check(detail::attach_path(detail::bytes(path))); }
+
+/**
+ * @brief Checks every map attached by path against its pin now and follows a
+ * replaced pin (the new map attached, every live thread registered with it,
+ * the old map detached).
+ * @throws tld::Error as attach().
+ */
+inline void refresh() { detail::check(detail::refresh()); }
 
 /**
  * @brief Attaches the map behind @p fd. The runtime keeps a duplicate: the
@@ -272,6 +279,9 @@ inline RuntimeStats runtime_stats() {
 inline void attach(std::string_view path, std::error_code& ec) noexcept {
     detail::set_code(ec, detail::attach_path(detail::bytes(path)));
 }
+
+/// refresh() without exceptions: sets @p ec (cleared on success).
+inline void refresh(std::error_code& ec) noexcept { detail::set_code(ec, detail::refresh()); }
 
 /// attach_fd() without exceptions: sets @p ec (cleared on success).
 inline void attach_fd(int fd, std::error_code& ec) noexcept { detail::set_code(ec, detail::attach_fd(fd)); }
