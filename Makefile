@@ -16,7 +16,7 @@ VENV := target/venv
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 SOVERSION := $(firstword $(subst ., ,$(VERSION)))
 
-.PHONY: install uninstall wheel install-test demo test setup build loom pod-test bench c-bench go-test go-bench python-venv python-test python-bench cpp-test cpp-bench mixed-build mixed-test
+.PHONY: install uninstall wheel install-test demo test setup build loom pod-test bench c-bench go-test go-bench python-venv python-test python-bench cpp-test cpp-bench mixed-build mixed-test otel-test otel-bench
 
 setup:
 	@scripts/setup.sh
@@ -136,6 +136,18 @@ uninstall:
 install-test: python-venv
 	GO=$(GO) tests/install/run.sh
 
+# OpenTelemetry thread context (otel/, otel/reader): the crate's tests, then
+# the kernel tests where Rust and C publishers are read by BPF, an OTEP 4719
+# reader and an OTEP 4947 TLS reader (they need libtld from `build`).
+# `make test` runs them in its workspace pass; this target runs them alone.
+otel-test: build
+	$(CARGO) test -p task-local-data-otel -p tld-otel-reader
+
+# Set + clear on span activation, Rust and C, against a C __thread pointer swap.
+otel-bench:
+	$(CARGO) build -p task-local-data-capi --release
+	$(CARGO) bench -p tld-otel-reader --bench otel
+
 # loom needs its own cfg, so it builds the core into its own target dir.
 loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom $(CARGO) test -p task-local-data --lib --release loom
@@ -147,6 +159,7 @@ bench: build
 	$(MAKE) go-bench
 	$(MAKE) python-bench
 	$(MAKE) cpp-bench
+	$(MAKE) otel-bench
 
 # C: tld.h's inline tld_get_data() + store against a plain __thread store,
 # -O2, the release libtld.a, on a map pinned for the run.

@@ -20,6 +20,9 @@ use std::path::Path;
 
 use tld_core::{Error, RawKey};
 
+// OpenTelemetry thread and process context: include/tld_otel.h.
+mod otel;
+
 /// `tld_key_t`: the offset of a value in every thread's data area, or `-errno`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

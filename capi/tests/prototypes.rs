@@ -31,8 +31,11 @@ fn tld_h_declares_every_exported_function_with_its_rust_signature() {
     generated.write_to_file(&header);
     let text = std::fs::read_to_string(&header).unwrap();
 
-    // Every generated prototype's name must appear in tld.h as a declaration.
-    let tld_h = std::fs::read_to_string(crate_dir.join("include/tld.h")).unwrap();
+    // Every generated prototype's name must appear in tld.h (or, for the
+    // OpenTelemetry functions, tld_otel.h) as a declaration.
+    let tld_h = ["include/tld.h", "include/tld_otel.h"]
+        .map(|h| std::fs::read_to_string(crate_dir.join(h)).unwrap())
+        .concat();
     let names: Vec<String> = text
         .lines()
         .filter_map(|l| l.split_once('(').map(|(head, _)| head.rsplit([' ', '*']).next().unwrap_or("").to_string()))
@@ -47,7 +50,7 @@ fn tld_h_declares_every_exported_function_with_its_rust_signature() {
     std::fs::write(
         &check,
         format!(
-            "#define TLD_NO_INLINE\n#include \"tld.h\"\n#include \"{}\"\nint main(void) {{ return 0; }}\n",
+            "#define TLD_NO_INLINE\n#include \"tld.h\"\n#include \"tld_otel.h\"\n#include \"{}\"\nint main(void) {{ return 0; }}\n",
             header.display()
         ),
     )

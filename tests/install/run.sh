@@ -253,16 +253,16 @@ cp Cargo.lock "$work/rust/"  # the versions the workspace tested, already fetche
 CARGO_TARGET_DIR=$repo/target/install-test-rust cargo build --quiet --manifest-path "$work/rust/Cargo.toml"
 run_and_check rust install.rust 404 "$repo/target/install-test-rust/debug/tld-install-test"
 
-step "cargo package: task-local-data, task-local-data-capi"
+step "cargo package: task-local-data, task-local-data-otel, task-local-data-capi"
 # cargo verifies the C ABI crate against the core it just packaged, through a
 # temporary registry, and takes a registry crate of a given version to be
 # immutable: an earlier run's unpacked copy (under CARGO_HOME) and build (in
 # the target dir) of task-local-data 0.1.0 would be reused, however old their
 # source. So: no unpacked copy, and a target dir of this run's own.
-rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/task-local-data-"$version"
-if CARGO_TARGET_DIR=$work/package-target cargo package --quiet -p task-local-data -p task-local-data-capi \
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/task-local-data-"$version" "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/task-local-data-otel-"$version"
+if CARGO_TARGET_DIR=$work/package-target cargo package --quiet -p task-local-data -p task-local-data-otel -p task-local-data-capi \
     --allow-dirty >"$work/package.log" 2>&1; then
-    pass "cargo package (task-local-data, task-local-data-capi)"
+    pass "cargo package (task-local-data, task-local-data-otel, task-local-data-capi)"
 else
     fail "cargo package" "$(tail -n 20 "$work/package.log")"
 fi
