@@ -317,13 +317,41 @@ pub(crate) fn fill_cache(shared: &'static Shared, cache: &DataCache) -> Result<*
     }
 }
 
+/// Marks the calling thread BUSY if it still has no descriptor, and returns
+/// what it had (null: this call now owns the first access). Signals are
+/// blocked between the read and the store: a handler running in between
+/// would allocate and register a block that the store then overwrites, a
+/// leaked block whose registration the thread's next block replaces
+/// (DESIGN §5.6). Two system calls, on a thread's first access only.
+fn claim_first_access(shared: &Shared) -> Result<*mut pool::Descriptor> {
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+    }
+    let v = unsafe { libc::pthread_getspecific(shared.thread_key) };
+    if v.is_null() {
+        unsafe { libc::pthread_setspecific(shared.thread_key, BUSY) };
+    }
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    if v == BUSY {
+        return Err(Error::Reentered { what: "this thread's first data access" });
+    }
+    Ok(v.cast())
+}
+
 /// The calling thread's descriptor, allocating its block if it has none.
 pub(crate) fn ensure_descriptor(shared: &'static Shared) -> Result<*mut pool::Descriptor> {
     let desc = thread_descriptor(shared)?;
     if !desc.is_null() {
         return Ok(desc);
     }
-    unsafe { libc::pthread_setspecific(shared.thread_key, BUSY) };
+    let desc = claim_first_access(shared)?;
+    if !desc.is_null() {
+        // A signal handler gave this thread its block between the two reads.
+        return Ok(desc);
+    }
     match pool::allocate(shared) {
         Ok(d) => {
             unsafe { libc::pthread_setspecific(shared.thread_key, d as *const c_void) };
