@@ -71,9 +71,11 @@ go-test: build
 # tool. pytest exits 5 when it collects no test: a failure, like any non-zero
 # exit. Then the stubs are checked against the module, and the benchmark runs
 # once, briefly, as a smoke test.
+# tld.otel's tests and bench run instrument() under the OpenTelemetry SDK.
+OTEL_PINS := opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2
 python-venv:
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet '.[test]'
+	$(VENV)/bin/python -m pip install --quiet '.[test,otel]' $(OTEL_PINS)
 
 python-test: build python-venv
 	$(CARGO) build -p tld-cli
