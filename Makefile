@@ -79,6 +79,7 @@ python-venv:
 
 python-test: build python-venv
 	$(CARGO) build -p tld-cli
+	$(CARGO) build -p tld-otel-reader --bin otel_read  # tld.otel's kernel tests read with it
 	$(VENV)/bin/python -m pytest python/tests
 	cd target && $(CURDIR)/$(VENV)/bin/python -m mypy.stubtest tld  # mypy leaves .mypy_cache in the cwd
 	$(VENV)/bin/python python/bench/bench_tld.py --number 20000 --repeat 3 --libtld target/debug/libtld.so  # built above; a release one may be stale

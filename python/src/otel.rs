@@ -6,6 +6,7 @@
 //! a dict of str), then tld_otel checks and writes them; what it refuses is
 //! `TldError` with its errno (`EINVAL`, `E2BIG`, ...), nothing written.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::ThreadId;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
@@ -14,8 +15,24 @@ use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, 
 
 use tld_otel::{SavedContext, SpanContext};
 
-use crate::key::ensure_registered;
+use crate::key;
 use crate::TldError;
+
+/// Set once the record key exists: from then on a thread's first access
+/// may freeze the data area.
+static KEY_READY: AtomicBool = AtomicBool::new(false);
+
+/// Creates the record key before the calling thread's first access to tld
+/// data (which would freeze the data area without room for it), then makes
+/// sure the thread's block is allocated and registered (GIL released).
+#[inline]
+fn ensure_registered(py: Python<'_>) -> PyResult<()> {
+    if !KEY_READY.load(Ordering::Acquire) {
+        tld_otel::record_key().map_err(otel_error)?;
+        KEY_READY.store(true, Ordering::Release);
+    }
+    key::ensure_registered(py)
+}
 
 /// `tld_otel::Error` as `TldError(errno, message)`.
 fn otel_error(e: tld_otel::Error) -> PyErr {
