@@ -5,6 +5,28 @@ from typing import Final, Optional, Union, final
 
 from typing_extensions import Self, TypeAlias
 
+__all__ = [
+    "DEFAULT_RECORD_SIZE",
+    "MAX_ATTRIBUTE_KEYS",
+    "MAX_ATTRIBUTE_VALUE",
+    "MAX_RECORD_SIZE",
+    "MIN_RECORD_SIZE",
+    "RECORD_KEY",
+    "RECORD_SIZE_ENV",
+    "Scope",
+    "attribute_key",
+    "attribute_keys",
+    "clear",
+    "current",
+    "owns_live_symbol",
+    "publish_process_context",
+    "record_size",
+    "scoped",
+    "set",
+    "set_record_size",
+    "set_schema_version",
+]
+
 _Id: TypeAlias = Union[bytes, bytearray, str, int]
 """A W3C id: bytes of its length (16 for a trace id, 8 for a span id), a str
 of twice as many hex digits, or an int (big-endian, as OpenTelemetry's API

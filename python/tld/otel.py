@@ -163,7 +163,7 @@ class _Hook:
 
     # _RuntimeContext's interface.
     def attach(self, context: Context) -> Token[Context]:
-        token = self.inner.attach(context)
+        token: Token[Context] = self.inner.attach(context)
         if self.enabled:
             self.publish(context)
         return token
@@ -282,11 +282,10 @@ def uninstrument() -> None:
         if hook is None:
             return
         hook.enabled = False
-        try:
-            import opentelemetry.context as context_api
-        except ImportError:  # pragma: no cover - instrument() imported it
-            context_api = None
-        if context_api is not None and context_api._RUNTIME_CONTEXT is hook:
+        import opentelemetry.context as context_api  # instrument() imported it
+
+        runtime: object = context_api._RUNTIME_CONTEXT
+        if runtime is hook:
             context_api._RUNTIME_CONTEXT = hook.inner
         # Otherwise something wrapped it after us: the disabled hook stays
         # in that chain as a pass-through.
