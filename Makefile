@@ -83,6 +83,7 @@ python-test: build python-venv
 	$(VENV)/bin/python -m pytest python/tests
 	cd target && $(CURDIR)/$(VENV)/bin/python -m mypy.stubtest tld  # mypy leaves .mypy_cache in the cwd
 	$(VENV)/bin/python python/bench/bench_tld.py --number 20000 --repeat 3 --libtld target/debug/libtld.so  # built above; a release one may be stale
+	$(VENV)/bin/python python/bench/bench_otel.py --number 2000 --repeat 3
 
 # The distributable Python artifacts into target/wheels: the cp310-abi3 and
 # cp39 manylinux wheels (checked with auditwheel) and the sdist.
@@ -185,6 +186,7 @@ go-bench:
 python-bench: python-venv
 	$(CARGO) build -p task-local-data-capi --release
 	$(VENV)/bin/python python/bench/bench_tld.py
+	$(VENV)/bin/python python/bench/bench_otel.py
 
 # C++: Key<T>::get() + store against a plain thread_local write, optimized
 # build (the archive from cargo's release profile).

@@ -159,6 +159,14 @@ class _Hook:
         self.enabled = True
         self.attributes: tuple[str, ...] = tuple(attributes)
         self._get_current_span = trace_api.get_current_span
+        # Where set_span_in_context puts the span: reading it straight from
+        # the Context (a dict) saves get_current_span's calls per activation.
+        try:
+            from opentelemetry.trace.propagation import _SPAN_KEY
+
+            self._span_key: Optional[str] = _SPAN_KEY
+        except ImportError:  # pragma: no cover - an API without it
+            self._span_key = None
         self._warned: builtins.set[int] = builtins.set()
 
     # _RuntimeContext's interface.
@@ -181,26 +189,30 @@ class _Hook:
 
     def publish(self, context: Any) -> None:
         """Makes the calling thread's record say what ``context``'s span is."""
-        span = self._get_current_span(context)
-        ctx = span.get_span_context()
         try:
-            if not ctx.is_valid:
+            if self._span_key is not None:
+                span = context.get(self._span_key)
+            else:
+                span = self._get_current_span(context)
+            ctx = None if span is None else span.get_span_context()
+            if ctx is None or not (ctx.trace_id and ctx.span_id):  # no span, or an invalid one
                 clear()
                 return
+            trace_id, span_id, flags = ctx.trace_id, ctx.span_id, ctx.trace_flags
             attrs = None
             if self.attributes:
                 span_attrs = getattr(span, "attributes", None)
                 if span_attrs:
                     attrs = {n: str(v) for n in self.attributes if (v := span_attrs.get(n)) is not None}
             try:
-                set(ctx.trace_id, ctx.span_id, ctx.trace_flags, attrs)
+                set(trace_id, span_id, flags, attrs)
             except _TldError as e:
                 if not attrs:
                     raise
                 # The span's ids without its attributes rather than none, or
                 # some: the record never holds a subset of them.
                 self._warn(e, "published the span without its attributes")
-                set(ctx.trace_id, ctx.span_id, ctx.trace_flags)
+                set(trace_id, span_id, flags)
         except (_TldError, ValueError, TypeError) as e:
             # Never break the application's context switch; readers see no
             # context rather than a stale one.
