@@ -22,6 +22,7 @@ package tld
 #include <stdlib.h>
 #include <string.h>
 #include <tld.h>
+#include <tld_otel.h>
 
 // Values of at most 8 bytes cross cgo in a word, and finding the thread's
 // pointer and storing happen in one C call: the goroutine cannot change
@@ -53,6 +54,28 @@ static tld_go_word_t tld_go_load_word(int16_t off, size_t size)
 	return r;
 }
 
+// OpenTelemetry: attributes cross cgo as one Go byte buffer without Go
+// pointers, "name\0value\0" n times (Go refused NULs in them before), which
+// C splits on its stack: no C allocation per call. More attributes than
+// fit here cannot fit a 640-byte record either (2 bytes each at least).
+#define TLD_GO_OTEL_MAX_ATTRS 320
+
+static int tld_go_otel_set(const tld_otel_span_t *span, const char *buf, size_t n)
+{
+	tld_otel_attr_t attrs[TLD_GO_OTEL_MAX_ATTRS];
+	if (n > TLD_GO_OTEL_MAX_ATTRS)
+		n = TLD_GO_OTEL_MAX_ATTRS + 1; // let tld_otel_set refuse with its message
+	for (size_t i = 0; i < n && i < TLD_GO_OTEL_MAX_ATTRS; i++) {
+		attrs[i].name = buf;
+		buf += strlen(buf) + 1;
+		attrs[i].value = buf;
+		buf += strlen(buf) + 1;
+	}
+	if (n > TLD_GO_OTEL_MAX_ATTRS)
+		return -E2BIG;
+	return tld_otel_set(span, attrs, n);
+}
+
 // An empty C call: the benchmarks' reference for the cost of crossing cgo.
 static void tld_go_nop(void) {}
 */
@@ -60,6 +83,7 @@ import "C"
 
 import (
 	"runtime"
+	"strconv"
 	"syscall"
 	"unsafe"
 )
@@ -175,3 +199,115 @@ func cRuntimeABIVersion() uint32 { return uint32(C.tld_runtime_abi_version()) }
 
 // cNop is an empty cgo call (benchmark reference).
 func cNop() { C.tld_go_nop() }
+
+func cRefresh() (syscall.Errno, string) {
+	return intCall(func() C.int { return C.tld_refresh() })
+}
+
+// OpenTelemetry (tld_otel.h).
+
+// otelSaved is a tld_otel_saved_t: a copy of a thread's record.
+type otelSaved [unsafe.Sizeof(C.tld_otel_saved_t{})]byte
+
+func cOtelSetRecordSize(bytes int) (syscall.Errno, string) {
+	return intCall(func() C.int { return C.tld_otel_set_record_size(C.size_t(bytes)) })
+}
+
+// cOtelRecordKey creates (or finds) the record key: its offset and size.
+func cOtelRecordKey() (off int16, size int, errno syscall.Errno, msg string) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	k := C.tld_otel_record_key()
+	if k.off < 0 {
+		return 0, 0, syscall.Errno(-k.off), lastError()
+	}
+	name := C.CString(OtelRecordKeyName)
+	defer C.free(unsafe.Pointer(name))
+	var info C.tld_key_info_t
+	if r := C.tld_find_key_info(name, &info); r < 0 {
+		return 0, 0, syscall.Errno(-r), lastError()
+	}
+	return int16(k.off), int(info.size), 0, ""
+}
+
+func cOtelSpan(s *SpanContext) C.tld_otel_span_t {
+	var c C.tld_otel_span_t
+	for i, b := range s.TraceID {
+		c.trace_id[i] = C.uint8_t(b)
+	}
+	for i, b := range s.SpanID {
+		c.span_id[i] = C.uint8_t(b)
+	}
+	c.trace_flags = C.uint8_t(s.TraceFlags)
+	return c
+}
+
+// The calls below run on the caller's locked thread (a WithThread callback):
+// the record they write and the message they leave are that thread's.
+
+// cOtelSet publishes span with the n attributes packed in buf.
+func cOtelSet(span *SpanContext, buf []byte, n int) (syscall.Errno, string) {
+	cs := cOtelSpan(span)
+	var p *C.char
+	if len(buf) > 0 {
+		p = (*C.char)(unsafe.Pointer(&buf[0]))
+	}
+	if r := C.tld_go_otel_set(&cs, p, C.size_t(n)); r < 0 {
+		if syscall.Errno(-r) == syscall.E2BIG && n > C.TLD_GO_OTEL_MAX_ATTRS {
+			return syscall.E2BIG, strconv.Itoa(n) + " attributes cannot fit a record"
+		}
+		return syscall.Errno(-r), lastError()
+	}
+	return 0, ""
+}
+
+func cOtelClear() (syscall.Errno, string) {
+	if r := C.tld_otel_clear(); r < 0 {
+		return syscall.Errno(-r), lastError()
+	}
+	return 0, ""
+}
+
+func cOtelSave(s *otelSaved) (syscall.Errno, string) {
+	if r := C.tld_otel_save((*C.tld_otel_saved_t)(unsafe.Pointer(s))); r < 0 {
+		return syscall.Errno(-r), lastError()
+	}
+	return 0, ""
+}
+
+func cOtelRestore(s *otelSaved) (syscall.Errno, string) {
+	if r := C.tld_otel_restore((*C.tld_otel_saved_t)(unsafe.Pointer(s))); r < 0 {
+		return syscall.Errno(-r), lastError()
+	}
+	return 0, ""
+}
+
+// cOtelCurrent reads the thread's span context back and whether it is valid.
+func cOtelCurrent() (SpanContext, bool, syscall.Errno, string) {
+	var c C.tld_otel_span_t
+	r := C.tld_otel_current(&c)
+	if r < 0 {
+		return SpanContext{}, false, syscall.Errno(-r), lastError()
+	}
+	var s SpanContext
+	for i := range s.TraceID {
+		s.TraceID[i] = byte(c.trace_id[i])
+	}
+	for i := range s.SpanID {
+		s.SpanID[i] = byte(c.span_id[i])
+	}
+	s.TraceFlags = byte(c.trace_flags)
+	return s, r == 1, 0, ""
+}
+
+func cOtelAttrKey(name string) (int, syscall.Errno, string) {
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	r := C.tld_otel_attr_key(cname)
+	if r < 0 {
+		return 0, syscall.Errno(-r), lastError()
+	}
+	return int(r), 0, ""
+}
