@@ -60,9 +60,17 @@ static tld_go_word_t tld_go_load_word(int16_t off, size_t size)
 // fit here cannot fit a 640-byte record either (2 bytes each at least).
 #define TLD_GO_OTEL_MAX_ATTRS 320
 
-static int tld_go_otel_set(const tld_otel_span_t *span, const char *buf, size_t n)
+// The span context crosses as words (the ids' bytes in memory order): no Go
+// pointer, so nothing to allocate or check.
+static int tld_go_otel_set(uint64_t trace0, uint64_t trace1, uint64_t span_id, uint8_t flags,
+			   const char *buf, size_t n)
 {
 	tld_otel_attr_t attrs[TLD_GO_OTEL_MAX_ATTRS];
+	tld_otel_span_t span;
+	memcpy(span.trace_id, &trace0, 8);
+	memcpy(span.trace_id + 8, &trace1, 8);
+	memcpy(span.span_id, &span_id, 8);
+	span.trace_flags = flags;
 	if (n > TLD_GO_OTEL_MAX_ATTRS)
 		n = TLD_GO_OTEL_MAX_ATTRS + 1; // let tld_otel_set refuse with its message
 	for (size_t i = 0; i < n && i < TLD_GO_OTEL_MAX_ATTRS; i++) {
@@ -73,7 +81,7 @@ static int tld_go_otel_set(const tld_otel_span_t *span, const char *buf, size_t 
 	}
 	if (n > TLD_GO_OTEL_MAX_ATTRS)
 		return -E2BIG;
-	return tld_otel_set(span, attrs, n);
+	return tld_otel_set(&span, attrs, n);
 }
 
 // An empty C call: the benchmarks' reference for the cost of crossing cgo.
@@ -82,6 +90,7 @@ static void tld_go_nop(void) {}
 import "C"
 
 import (
+	"encoding/binary"
 	"runtime"
 	"strconv"
 	"syscall"
@@ -230,29 +239,21 @@ func cOtelRecordKey() (off int16, size int, errno syscall.Errno, msg string) {
 	return int16(k.off), int(info.size), 0, ""
 }
 
-func cOtelSpan(s *SpanContext) C.tld_otel_span_t {
-	var c C.tld_otel_span_t
-	for i, b := range s.TraceID {
-		c.trace_id[i] = C.uint8_t(b)
-	}
-	for i, b := range s.SpanID {
-		c.span_id[i] = C.uint8_t(b)
-	}
-	c.trace_flags = C.uint8_t(s.TraceFlags)
-	return c
-}
 
 // The calls below run on the caller's locked thread (a WithThread callback):
 // the record they write and the message they leave are that thread's.
 
 // cOtelSet publishes span with the n attributes packed in buf.
 func cOtelSet(span *SpanContext, buf []byte, n int) (syscall.Errno, string) {
-	cs := cOtelSpan(span)
 	var p *C.char
 	if len(buf) > 0 {
 		p = (*C.char)(unsafe.Pointer(&buf[0]))
 	}
-	if r := C.tld_go_otel_set(&cs, p, C.size_t(n)); r < 0 {
+	// Memory order on both sides: the C helper copies the words' bytes back.
+	t0 := binary.NativeEndian.Uint64(span.TraceID[:8])
+	t1 := binary.NativeEndian.Uint64(span.TraceID[8:])
+	s0 := binary.NativeEndian.Uint64(span.SpanID[:])
+	if r := C.tld_go_otel_set(C.uint64_t(t0), C.uint64_t(t1), C.uint64_t(s0), C.uint8_t(span.TraceFlags), p, C.size_t(n)); r < 0 {
 		if syscall.Errno(-r) == syscall.E2BIG && n > C.TLD_GO_OTEL_MAX_ATTRS {
 			return syscall.E2BIG, strconv.Itoa(n) + " attributes cannot fit a record"
 		}

@@ -380,7 +380,7 @@ fn otel_span(s: &ffi::SpanContext) -> tld_otel::SpanContext {
 }
 
 /// Up to this many attributes are converted on the stack; more go through a Vec.
-const STACK_ATTRS: usize = 16;
+const STACK_ATTRS: usize = 4;
 
 fn otel_set_record_size(bytes: usize) -> i32 {
     otel_status(tld_otel::set_record_size(bytes))

@@ -930,12 +930,23 @@ private:
 
 inline std::size_t addr(std::string_view s) noexcept { return reinterpret_cast<std::size_t>(s.data()); }
 
-/// Most attributes passed without a heap allocation; a record of 640
-/// bytes holds at most 306, and longer lists are refused by the core.
-inline constexpr std::size_t stack_attrs = 32;
+/// Most attributes passed without a heap allocation (more go through a
+/// std::vector; a record of 640 bytes holds at most 306).
+inline constexpr std::size_t stack_attrs = 8;
+
+/// Stack room for @p n bridge attributes, left uninitialized (each is written before use).
+template <class T, std::size_t n>
+union Uninit {
+    Uninit() noexcept {}
+    T items[n];
+};
 
 inline int set_named(const SpanContext& span, List<Attribute> attrs) noexcept {
-    NamedAttr buf[stack_attrs];
+    if (attrs.size() == 0) {
+        return otel_set_indexed(span, {});  // no names to look up
+    }
+    Uninit<NamedAttr, stack_attrs> u;
+    NamedAttr* buf = u.items;
     if (attrs.size() > stack_attrs) {
         std::vector<NamedAttr> v;
         v.reserve(attrs.size());
@@ -952,7 +963,8 @@ inline int set_named(const SpanContext& span, List<Attribute> attrs) noexcept {
 }
 
 inline int set_keyed(const SpanContext& span, List<KeyedAttribute> attrs) noexcept {
-    IndexedAttr buf[stack_attrs];
+    Uninit<IndexedAttr, stack_attrs> u;
+    IndexedAttr* buf = u.items;
     if (attrs.size() > stack_attrs) {
         std::vector<IndexedAttr> v;
         v.reserve(attrs.size());
