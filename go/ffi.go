@@ -239,7 +239,6 @@ func cOtelRecordKey() (off int16, size int, errno syscall.Errno, msg string) {
 	return int16(k.off), int(info.size), 0, ""
 }
 
-
 // The calls below run on the caller's locked thread (a WithThread callback):
 // the record they write and the message they leave are that thread's.
 

@@ -215,7 +215,10 @@ mod ffi {
     }
 }
 
-use ffi::{Failure, IndexedAttr, KeyInfo, KeyMode, Limits, NamedAttr, RecordAttr, RecordView, ResourceAttr, RuntimeStats};
+use ffi::{
+    Failure, IndexedAttr, KeyInfo, KeyMode, Limits, NamedAttr, RecordAttr, RecordView,
+    ResourceAttr, RuntimeStats,
+};
 
 thread_local! {
     static LAST: RefCell<(i32, String)> = const { RefCell::new((0, String::new())) };
@@ -363,12 +366,19 @@ fn otel_invalid(message: String) -> tld_otel::Error {
 ///
 /// # Safety
 /// `ptr` points at `len` readable bytes (or `len` is 0).
-unsafe fn text<'a>(ptr: usize, len: usize, what: impl FnOnce() -> String) -> tld_otel::Result<&'a str> {
+unsafe fn text<'a>(
+    ptr: usize,
+    len: usize,
+    what: impl FnOnce() -> String,
+) -> tld_otel::Result<&'a str> {
     if len == 0 {
         return Ok("");
     }
     if ptr == 0 {
-        return Err(otel_invalid(format!("{} is a null pointer with {len} bytes", what())));
+        return Err(otel_invalid(format!(
+            "{} is a null pointer with {len} bytes",
+            what()
+        )));
     }
     // SAFETY: tld.hpp passes string_views that outlive the call.
     let bytes = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
@@ -389,7 +399,11 @@ fn otel_set_record_size(bytes: usize) -> i32 {
 fn otel_record_key(out: &mut KeyInfo) -> i32 {
     match tld_otel::record_key() {
         Ok(k) => {
-            *out = KeyInfo { offset: k.offset() as u16, size: k.size() as u16, slot: k.slot() as u16 };
+            *out = KeyInfo {
+                offset: k.offset() as u16,
+                size: k.size() as u16,
+                slot: k.slot() as u16,
+            };
             0
         }
         Err(e) => otel_fail(e),
@@ -414,7 +428,11 @@ fn otel_set(span: &ffi::SpanContext, attrs: &[NamedAttr]) -> i32 {
     let convert = |a: &NamedAttr| -> tld_otel::Result<(&str, &str)> {
         // SAFETY: tld.hpp passes string_views alive for the call.
         let name = unsafe { text(a.name, a.name_len, || "an otel attribute name".into()) }?;
-        let value = unsafe { text(a.value, a.value_len, || format!("the value of otel attribute {name:?}")) }?;
+        let value = unsafe {
+            text(a.value, a.value_len, || {
+                format!("the value of otel attribute {name:?}")
+            })
+        }?;
         Ok((name, value))
     };
     let r = if attrs.len() <= STACK_ATTRS {
@@ -426,7 +444,11 @@ fn otel_set(span: &ffi::SpanContext, attrs: &[NamedAttr]) -> i32 {
             tld_otel::set(&span, &buf[..attrs.len()])
         })()
     } else {
-        attrs.iter().map(convert).collect::<tld_otel::Result<Vec<_>>>().and_then(|v| tld_otel::set(&span, &v))
+        attrs
+            .iter()
+            .map(convert)
+            .collect::<tld_otel::Result<Vec<_>>>()
+            .and_then(|v| tld_otel::set(&span, &v))
     };
     otel_status(r)
 }
@@ -435,7 +457,11 @@ fn otel_set_indexed(span: &ffi::SpanContext, attrs: &[IndexedAttr]) -> i32 {
     let span = otel_span(span);
     let convert = |a: &IndexedAttr| -> tld_otel::Result<(tld_otel::AttributeKey, &str)> {
         // SAFETY: tld.hpp passes string_views alive for the call.
-        let value = unsafe { text(a.value, a.value_len, || format!("the value of otel attribute index {}", a.key)) }?;
+        let value = unsafe {
+            text(a.value, a.value_len, || {
+                format!("the value of otel attribute index {}", a.key)
+            })
+        }?;
         Ok((tld_otel::AttributeKey::from_index(a.key)?, value))
     };
     let r = if attrs.is_empty() {
@@ -450,7 +476,11 @@ fn otel_set_indexed(span: &ffi::SpanContext, attrs: &[IndexedAttr]) -> i32 {
             tld_otel::set_with_keys(&span, &buf[..attrs.len()])
         })()
     } else {
-        attrs.iter().map(convert).collect::<tld_otel::Result<Vec<_>>>().and_then(|v| tld_otel::set_with_keys(&span, &v))
+        attrs
+            .iter()
+            .map(convert)
+            .collect::<tld_otel::Result<Vec<_>>>()
+            .and_then(|v| tld_otel::set_with_keys(&span, &v))
     };
     otel_status(r)
 }
@@ -464,13 +494,18 @@ const _: () = assert!(SAVED_BYTES == tld_otel::MAX_RECORD_SIZE);
 
 fn otel_save(saved: &mut [u8]) -> i32 {
     if saved.len() != SAVED_BYTES {
-        return otel_fail(otel_invalid(format!("otel save buffer of {} bytes, not {SAVED_BYTES}", saved.len())));
+        return otel_fail(otel_invalid(format!(
+            "otel save buffer of {} bytes, not {SAVED_BYTES}",
+            saved.len()
+        )));
     }
     match tld_otel::SavedContext::save() {
         Ok(s) => {
             // SAFETY: SavedContext is repr(C) around its MAX_RECORD_SIZE bytes
             // (the C ABI's tld_otel_saved_t is the same); `saved` is that long.
-            unsafe { std::ptr::write_unaligned(saved.as_mut_ptr() as *mut tld_otel::SavedContext, s) };
+            unsafe {
+                std::ptr::write_unaligned(saved.as_mut_ptr() as *mut tld_otel::SavedContext, s)
+            };
             0
         }
         Err(e) => otel_fail(e),
@@ -479,7 +514,10 @@ fn otel_save(saved: &mut [u8]) -> i32 {
 
 fn otel_restore(saved: &[u8]) -> i32 {
     if saved.len() != SAVED_BYTES {
-        return otel_fail(otel_invalid(format!("otel saved record of {} bytes, not {SAVED_BYTES}", saved.len())));
+        return otel_fail(otel_invalid(format!(
+            "otel saved record of {} bytes, not {SAVED_BYTES}",
+            saved.len()
+        )));
     }
     // SAFETY: as in otel_save: plain bytes, any pattern is a SavedContext.
     let s = unsafe { std::ptr::read_unaligned(saved.as_ptr() as *const tld_otel::SavedContext) };
@@ -495,7 +533,11 @@ fn otel_current(out: &mut RecordView) -> i32 {
                 span_id: r.span.span_id,
                 trace_flags: r.span.trace_flags,
             };
-            out.attributes = r.attributes.into_iter().map(|(key, value)| RecordAttr { key, value }).collect();
+            out.attributes = r
+                .attributes
+                .into_iter()
+                .map(|(key, value)| RecordAttr { key, value })
+                .collect();
             0
         }
         Err(e) => otel_fail(e),
@@ -507,15 +549,22 @@ fn otel_publish_process_context(attrs: &[ResourceAttr]) -> i32 {
         let mut pairs = Vec::with_capacity(attrs.len());
         for a in attrs {
             // SAFETY: tld.hpp passes string_views alive for the call.
-            let key = unsafe { text(a.key, a.key_len, || "an otel resource attribute key".into()) }?;
+            let key =
+                unsafe { text(a.key, a.key_len, || "an otel resource attribute key".into()) }?;
             let value = match a.kind {
                 0 => tld_otel::ResourceValue::String(unsafe {
-                    text(a.text, a.text_len, || format!("the value of otel resource attribute {key:?}"))
+                    text(a.text, a.text_len, || {
+                        format!("the value of otel resource attribute {key:?}")
+                    })
                 }?),
                 1 => tld_otel::ResourceValue::Bool(a.bool_value),
                 2 => tld_otel::ResourceValue::Int(a.int_value),
                 3 => tld_otel::ResourceValue::Double(a.double_value),
-                k => return Err(otel_invalid(format!("otel resource attribute {key:?}: unknown kind {k}"))),
+                k => {
+                    return Err(otel_invalid(format!(
+                        "otel resource attribute {key:?}: unknown kind {k}"
+                    )))
+                }
             };
             pairs.push((key, value));
         }
