@@ -188,9 +188,11 @@ python-bench: python-venv
 	$(VENV)/bin/python python/bench/bench_tld.py
 	$(VENV)/bin/python python/bench/bench_otel.py
 
-# C++: Key<T>::get() + store against a plain thread_local write, optimized
-# build (the archive from cargo's release profile).
+# C++: Key<T>::get() + store against a plain thread_local write, and
+# tld::otel set + clear against a thread_local pointer swap; optimized build
+# (the archive from cargo's release profile).
 cpp-bench:
 	cmake -S cpp -B target/cpp-release -DCMAKE_BUILD_TYPE=Release -DTLD_CXX_BUILD_TESTS=OFF -DTLD_CXX_BUILD_BENCH=ON
-	cmake --build target/cpp-release --target tld_cxx_bench
+	cmake --build target/cpp-release --target tld_cxx_bench tld_cxx_otel_bench
 	target/cpp-release/bench/tld_cxx_bench
+	target/cpp-release/bench/tld_cxx_otel_bench
