@@ -15,7 +15,7 @@
 #   LIBDIR/libtld.so.VERSION, libtld.so.MAJOR, libtld.so (links), libtld.a
 #   LIBDIR/pkgconfig/tld.pc                     pkg-config --cflags --libs tld
 #   LIBDIR/libtld_cxx.a, LIBDIR/cmake/tld/      find_package(tld) -> tld::tld
-#   INCLUDEDIR/tld.h, INCLUDEDIR/tld.bpf.h      C, and BPF programs (needs libbpf's headers)
+#   INCLUDEDIR/tld.h, tld_otel.h, tld.bpf.h     C (and OpenTelemetry), and BPF programs (needs libbpf's headers)
 #   INCLUDEDIR/tld/                             tld/tld.hpp and cxx's headers (tld/cxxbridge/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +54,7 @@ install_all() {
     ln -sfn "libtld.so.$major" "$lib/libtld.so"
     install -m 0644 "$release/libtld.a" "$lib/libtld.a"
     install -m 0644 capi/include/tld.h "$inc/tld.h"
+    install -m 0644 capi/include/tld_otel.h "$inc/tld_otel.h"
     install -m 0644 bpf/tld.bpf.h "$inc/tld.bpf.h"
     install -m 0755 "$release/tld" "$bin/tld"
 
@@ -85,7 +86,7 @@ install_all() {
 uninstall_all() {
     local lib=$DESTDIR$LIBDIR inc=$DESTDIR$INCLUDEDIR bin=$DESTDIR$BINDIR
     rm -f "$lib/libtld.so.$VERSION" "$lib/libtld.so.$major" "$lib/libtld.so" "$lib/libtld.a" \
-        "$lib/libtld_cxx.a" "$lib/pkgconfig/tld.pc" "$inc/tld.h" "$inc/tld.bpf.h" "$bin/tld"
+        "$lib/libtld_cxx.a" "$lib/pkgconfig/tld.pc" "$inc/tld.h" "$inc/tld_otel.h" "$inc/tld.bpf.h" "$bin/tld"
     # These two directories are tld's own by name.
     rm -rf "$lib/cmake/tld" "$inc/tld"
     # Directories the install may have created, if nothing else lives there.

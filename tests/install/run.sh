@@ -67,7 +67,7 @@ check_installed() {
     local missing=() f
     for f in "$prefix/bin/tld" "$libdir/libtld.so.$version" "$libdir/libtld.a" "$libdir/libtld_cxx.a" \
         "$libdir/pkgconfig/tld.pc" "$libdir/cmake/tld/tldConfig.cmake" "$libdir/cmake/tld/tldConfigVersion.cmake" \
-        "$prefix/include/tld.h" "$prefix/include/tld.bpf.h" "$prefix/include/tld/tld.hpp" \
+        "$prefix/include/tld.h" "$prefix/include/tld_otel.h" "$prefix/include/tld.bpf.h" "$prefix/include/tld/tld.hpp" \
         "$prefix/include/tld/cxxbridge/rust/cxx.h"; do
         [[ -f $f ]] || missing+=("$f")
     done
