@@ -144,7 +144,7 @@ fn sched_switch(quick: bool) {
         for read_tld in [true, false] {
             let top = Top::open(
                 &pin,
-                TopConfig { tgid, key: "bench_hint", key_size: 8, read_tld },
+                TopConfig { tgid, key: "bench_hint", key_size: 8, read_tld, otel: None },
             )
             .expect("loading tld_top");
             let (t0, c0) = top.run_stats().unwrap();

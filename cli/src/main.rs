@@ -4,6 +4,7 @@
 //! and per-thread values of a live process exactly as a BPF program sees
 //! them, through a generic task iterator (`tld_bpf::inspect`).
 
+mod otel;
 mod pinned;
 mod show;
 mod top;
