@@ -158,8 +158,10 @@ enum Cmd {
     Top {
         /// Process id.
         pid: i32,
-        /// The key whose values the time is charged to.
-        #[arg(long, value_name = "KEY")]
+        /// The key whose values the time is charged to; or otel.span_id,
+        /// otel.trace_id, otel.attr.NAME: a field of the OpenTelemetry
+        /// thread context (the key otel.thread_ctx_v1).
+        #[arg(long, value_name = "KEY", value_parser = top::check_by)]
         by: String,
         /// Seconds between refreshes.
         #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_interval)]

@@ -47,11 +47,16 @@ pub fn cell(bytes: &[u8], key_map: &[String]) -> String {
     s
 }
 
-/// The `otel` member of a record's value in `tld dump --json`.
+/// The `otel` member of a record's value in `tld dump --json`: `valid`
+/// alone when the record is not valid, else every field; null when the
+/// value is shorter than a record's header.
 pub fn json(bytes: &[u8], key_map: &[String]) -> Value {
     let Some(r) = ThreadRecord::decode(bytes) else {
         return Value::Null;
     };
+    if !r.is_valid() {
+        return json!({ "valid": r.valid });
+    }
     let mut seen: Vec<u8> = Vec::new();
     let mut attributes = Vec::new();
     // One per index, its last entry (OTEP), in order of first appearance.
