@@ -775,31 +775,30 @@ static __always_inline struct tld_otel_record *__tld_otel_record(struct tld_obje
  */
 #define tld_otel_record(obj, key) __tld_otel_record((obj), __tld_key_index(key), 0)
 
-/* Implementation of tld_otel_attr(); @size is a compile-time constant. */
-static __always_inline int __tld_otel_attr(struct tld_object *obj, __u32 idx, __u32 index,
-					   void *buf, __u32 size)
+/*
+ * __tld_otel_find() - Walk attrs-data: @len bytes at offset @base of the
+ * data page @page (the caller bounded both by the slot and the page), for
+ * the last entry of key-index @index. Return: its length, its value's offset
+ * in the page in @found; -ENOENT when there is none.
+ *
+ * A global function: the verifier checks it once, on its own, instead of
+ * at every call site with the caller's state, so that a program calling
+ * tld_otel_attr() inside a loop of its own stays far from the verifier's
+ * limits. Weak, so that objects that each include this header link.
+ */
+__attribute__((noinline, weak)) int __tld_otel_find(struct tld_data_u *page, __u64 base, __u64 len,
+						    __u32 index, __u64 *found)
 {
-	struct __tld_at at = {};
-	struct tld_otel_record *rec;
-	__u64 base, len, off = 0, found = 0, p, n;
+	__u64 off = 0, p;
 	__u32 k, l;
 	int i, hit = -ENOENT;
 
-	rec = __tld_otel_record(obj, idx, &at);
-	if (!rec)
-		return -ENODATA;
-	/* The attrs-data bytes that lie in the slot and in the page. */
-	len = rec->attrs_data_size;
-	if (len > at.slot - TLD_OTEL_HEADER)
-		len = at.slot - TLD_OTEL_HEADER;
+	if (!page || !found || base > __PAGE_SIZE)
+		return -ENOENT;
 	if (len > TLD_OTEL_ATTRS_MAX)
 		len = TLD_OTEL_ATTRS_MAX;
-	base = at.pos + TLD_OTEL_HEADER;
-	if (base > __PAGE_SIZE)
-		return -ENOENT;
 	if (len > __PAGE_SIZE - base)
 		len = __PAGE_SIZE - base;
-
 	/* Entries are at least 2 bytes: at most TLD_OTEL_ATTRS_MAX / 2 of them. */
 	bpf_for(i, 0, TLD_OTEL_ATTRS_MAX / 2) {
 		if (off + 2 > len)
@@ -808,18 +807,38 @@ static __always_inline int __tld_otel_attr(struct tld_object *obj, __u32 idx, __
 		barrier_var(p);
 		if (p > __PAGE_SIZE - 2)
 			break;
-		k = ((__u8 *)at.page)[p];
-		l = ((__u8 *)at.page)[p + 1];
+		k = ((__u8 *)page)[p];
+		l = ((__u8 *)page)[p + 1];
 		/* An entry cut by the end of attrs-data ends the walk (OTEP). */
 		if (off + 2 + l > len)
 			break;
 		/* The last entry of a repeated index wins (OTEP). */
 		if (k == index) {
-			found = p + 2;
+			*found = p + 2;
 			hit = l;
 		}
 		off += 2 + l;
 	}
+	return hit;
+}
+
+/* Implementation of tld_otel_attr(); @size is a compile-time constant. */
+static __always_inline int __tld_otel_attr(struct tld_object *obj, __u32 idx, __u32 index,
+					   void *buf, __u32 size)
+{
+	struct __tld_at at = {};
+	struct tld_otel_record *rec;
+	__u64 len, found = 0, n;
+	int hit;
+
+	rec = __tld_otel_record(obj, idx, &at);
+	if (!rec)
+		return -ENODATA;
+	/* The attrs-data bytes that lie in the slot (the walk bounds the page). */
+	len = rec->attrs_data_size;
+	if (len > at.slot - TLD_OTEL_HEADER)
+		len = at.slot - TLD_OTEL_HEADER;
+	hit = __tld_otel_find(at.page, at.pos + TLD_OTEL_HEADER, len, index, &found);
 	if (hit < 0)
 		return hit;
 	n = (__u32)hit;
@@ -827,7 +846,7 @@ static __always_inline int __tld_otel_attr(struct tld_object *obj, __u32 idx, __
 		n = size;
 	/* Again, on the register the call takes: clang may bound a copy. */
 	barrier_var(n);
-	if (n > size || found > __PAGE_SIZE - n)
+	if (n > size || found > __PAGE_SIZE || n > __PAGE_SIZE - found)
 		return -ENOENT;
 	if (n && bpf_probe_read_kernel(buf, n, (void *)at.page + found))
 		return -ENOENT;

@@ -39,13 +39,16 @@ struct HelperCtx {
     attr_value: [u8; 64],
 }
 
+/// A record's fields as `tld_otel_record()` gave them: (trace id, span id,
+/// trace flags, attrs-data).
+pub type HelperFields = ([u8; 16], [u8; 8], u8, Vec<u8>);
+
 /// What tld.bpf.h's `tld_otel_record()` and `tld_otel_attr()` gave a BPF
 /// program for one thread.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HelperRecord {
-    /// `tld_otel_record()`'s record (None: it returned NULL), as
-    /// (trace id, span id, trace flags, attrs-data).
-    pub record: Option<([u8; 16], [u8; 8], u8, Vec<u8>)>,
+    /// `tld_otel_record()`'s record (None: it returned NULL).
+    pub record: Option<HelperFields>,
     /// `tld_otel_attr()`: the value (its first 64 bytes) and full length,
     /// or its `-errno` (`ENODATA`: no valid record, `ENOENT`: no such attribute).
     pub attr: Result<(Vec<u8>, usize), i32>,
