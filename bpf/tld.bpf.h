@@ -866,8 +866,9 @@ static __always_inline int __tld_otel_attr(struct tld_object *obj, __u32 idx, __
  *
  * Walks the valid record's attrs-data (at most TLD_OTEL_ATTRS_MAX bytes,
  * bounded by the key's slot and the data page; a bounded loop, Linux 6.4+
- * open-coded iterators as the key search uses) and copies the first @size
- * bytes of the value of the last entry with key-index @index.
+ * open-coded iterators as the key search uses, in the global function
+ * __tld_otel_find()) and copies the first @size bytes of the value of the
+ * last entry with key-index @index (bpf_probe_read_kernel()).
  *
  * Return: the value's full length (0 to 255; more than @size means @buf got
  * its first @size bytes); -ENODATA when tld_otel_record() would return NULL
