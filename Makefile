@@ -71,15 +71,19 @@ go-test: build
 # tool. pytest exits 5 when it collects no test: a failure, like any non-zero
 # exit. Then the stubs are checked against the module, and the benchmark runs
 # once, briefly, as a smoke test.
+# tld.otel's tests and bench run instrument() under the OpenTelemetry SDK.
+OTEL_PINS := opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2
 python-venv:
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet '.[test]'
+	$(VENV)/bin/python -m pip install --quiet '.[test,otel]' $(OTEL_PINS)
 
 python-test: build python-venv
 	$(CARGO) build -p tld-cli
+	$(CARGO) build -p tld-otel-reader --bin otel_read  # tld.otel's kernel tests read with it
 	$(VENV)/bin/python -m pytest python/tests
 	cd target && $(CURDIR)/$(VENV)/bin/python -m mypy.stubtest tld  # mypy leaves .mypy_cache in the cwd
 	$(VENV)/bin/python python/bench/bench_tld.py --number 20000 --repeat 3 --libtld target/debug/libtld.so  # built above; a release one may be stale
+	$(VENV)/bin/python python/bench/bench_otel.py --number 2000 --repeat 3
 
 # The distributable Python artifacts into target/wheels: the cp310-abi3 and
 # cp39 manylinux wheels (checked with auditwheel) and the sdist.
@@ -182,10 +186,13 @@ go-bench:
 python-bench: python-venv
 	$(CARGO) build -p task-local-data-capi --release
 	$(VENV)/bin/python python/bench/bench_tld.py
+	$(VENV)/bin/python python/bench/bench_otel.py
 
-# C++: Key<T>::get() + store against a plain thread_local write, optimized
-# build (the archive from cargo's release profile).
+# C++: Key<T>::get() + store against a plain thread_local write, and
+# tld::otel set + clear against a thread_local pointer swap; optimized build
+# (the archive from cargo's release profile).
 cpp-bench:
 	cmake -S cpp -B target/cpp-release -DCMAKE_BUILD_TYPE=Release -DTLD_CXX_BUILD_TESTS=OFF -DTLD_CXX_BUILD_BENCH=ON
-	cmake --build target/cpp-release --target tld_cxx_bench
+	cmake --build target/cpp-release --target tld_cxx_bench tld_cxx_otel_bench
 	target/cpp-release/bench/tld_cxx_bench
+	target/cpp-release/bench/tld_cxx_otel_bench

@@ -110,3 +110,59 @@ func BenchmarkWithThread(b *testing.B) {
 		})
 	}
 }
+
+// OpenTelemetry on span activation: SetOtel + ClearOtel inside WithThread
+// (two cgo calls), against BenchmarkCgoNop's empty cgo call.
+
+var benchSpan = SpanContext{TraceID: [16]byte{0x4b, 1}, SpanID: [8]byte{0x51, 2}, TraceFlags: 1}
+
+func benchOtel(b *testing.B, body func(t *Thread) error) {
+	if _, err := OtelRecordKey(); err != nil {
+		b.Fatal(err)
+	}
+	err := WithThread(func(t *Thread) error {
+		if err := t.SetOtel(benchSpan, OtelAttribute{"http.route", "/users/:id"}); err != nil {
+			return err // first access: block, process context, key registered
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if err := body(t); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkOtelSetClear: SetOtel(span) + ClearOtel().
+func BenchmarkOtelSetClear(b *testing.B) {
+	benchOtel(b, func(t *Thread) error {
+		if err := t.SetOtel(benchSpan); err != nil {
+			return err
+		}
+		return t.ClearOtel()
+	})
+}
+
+// BenchmarkOtelSetAttrClear: SetOtel(span, one attribute by name) + ClearOtel().
+func BenchmarkOtelSetAttrClear(b *testing.B) {
+	attr := OtelAttribute{"http.route", "/users/:id"}
+	benchOtel(b, func(t *Thread) error {
+		if err := t.SetOtel(benchSpan, attr); err != nil {
+			return err
+		}
+		return t.ClearOtel()
+	})
+}
+
+// BenchmarkOtelWithOtel: a nested span, WithOtel(span, one attribute, fn):
+// save, set, restore.
+func BenchmarkOtelWithOtel(b *testing.B) {
+	attrs := []OtelAttribute{{"http.route", "/users/:id"}}
+	nop := func() error { return nil }
+	benchOtel(b, func(t *Thread) error { return t.WithOtel(benchSpan, attrs, nop) })
+}

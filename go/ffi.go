@@ -22,6 +22,7 @@ package tld
 #include <stdlib.h>
 #include <string.h>
 #include <tld.h>
+#include <tld_otel.h>
 
 // Values of at most 8 bytes cross cgo in a word, and finding the thread's
 // pointer and storing happen in one C call: the goroutine cannot change
@@ -53,13 +54,45 @@ static tld_go_word_t tld_go_load_word(int16_t off, size_t size)
 	return r;
 }
 
+// OpenTelemetry: attributes cross cgo as one Go byte buffer without Go
+// pointers, "name\0value\0" n times (Go refused NULs in them before), which
+// C splits on its stack: no C allocation per call. More attributes than
+// fit here cannot fit a 640-byte record either (2 bytes each at least).
+#define TLD_GO_OTEL_MAX_ATTRS 320
+
+// The span context crosses as words (the ids' bytes in memory order): no Go
+// pointer, so nothing to allocate or check.
+static int tld_go_otel_set(uint64_t trace0, uint64_t trace1, uint64_t span_id, uint8_t flags,
+			   const char *buf, size_t n)
+{
+	tld_otel_attr_t attrs[TLD_GO_OTEL_MAX_ATTRS];
+	tld_otel_span_t span;
+	memcpy(span.trace_id, &trace0, 8);
+	memcpy(span.trace_id + 8, &trace1, 8);
+	memcpy(span.span_id, &span_id, 8);
+	span.trace_flags = flags;
+	if (n > TLD_GO_OTEL_MAX_ATTRS)
+		n = TLD_GO_OTEL_MAX_ATTRS + 1; // let tld_otel_set refuse with its message
+	for (size_t i = 0; i < n && i < TLD_GO_OTEL_MAX_ATTRS; i++) {
+		attrs[i].name = buf;
+		buf += strlen(buf) + 1;
+		attrs[i].value = buf;
+		buf += strlen(buf) + 1;
+	}
+	if (n > TLD_GO_OTEL_MAX_ATTRS)
+		return -E2BIG;
+	return tld_otel_set(&span, attrs, n);
+}
+
 // An empty C call: the benchmarks' reference for the cost of crossing cgo.
 static void tld_go_nop(void) {}
 */
 import "C"
 
 import (
+	"encoding/binary"
 	"runtime"
+	"strconv"
 	"syscall"
 	"unsafe"
 )
@@ -175,3 +208,106 @@ func cRuntimeABIVersion() uint32 { return uint32(C.tld_runtime_abi_version()) }
 
 // cNop is an empty cgo call (benchmark reference).
 func cNop() { C.tld_go_nop() }
+
+func cRefresh() (syscall.Errno, string) {
+	return intCall(func() C.int { return C.tld_refresh() })
+}
+
+// OpenTelemetry (tld_otel.h).
+
+// otelSaved is a tld_otel_saved_t: a copy of a thread's record.
+type otelSaved [unsafe.Sizeof(C.tld_otel_saved_t{})]byte
+
+func cOtelSetRecordSize(bytes int) (syscall.Errno, string) {
+	return intCall(func() C.int { return C.tld_otel_set_record_size(C.size_t(bytes)) })
+}
+
+// cOtelRecordKey creates (or finds) the record key: its offset and size.
+func cOtelRecordKey() (off int16, size int, errno syscall.Errno, msg string) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	k := C.tld_otel_record_key()
+	if k.off < 0 {
+		return 0, 0, syscall.Errno(-k.off), lastError()
+	}
+	name := C.CString(OtelRecordKeyName)
+	defer C.free(unsafe.Pointer(name))
+	var info C.tld_key_info_t
+	if r := C.tld_find_key_info(name, &info); r < 0 {
+		return 0, 0, syscall.Errno(-r), lastError()
+	}
+	return int16(k.off), int(info.size), 0, ""
+}
+
+// The calls below run on the caller's locked thread (a WithThread callback):
+// the record they write and the message they leave are that thread's.
+
+// cOtelSet publishes span with the n attributes packed in buf.
+func cOtelSet(span *SpanContext, buf []byte, n int) (syscall.Errno, string) {
+	var p *C.char
+	if len(buf) > 0 {
+		p = (*C.char)(unsafe.Pointer(&buf[0]))
+	}
+	// Memory order on both sides: the C helper copies the words' bytes back.
+	t0 := binary.NativeEndian.Uint64(span.TraceID[:8])
+	t1 := binary.NativeEndian.Uint64(span.TraceID[8:])
+	s0 := binary.NativeEndian.Uint64(span.SpanID[:])
+	if r := C.tld_go_otel_set(C.uint64_t(t0), C.uint64_t(t1), C.uint64_t(s0), C.uint8_t(span.TraceFlags), p, C.size_t(n)); r < 0 {
+		if syscall.Errno(-r) == syscall.E2BIG && n > C.TLD_GO_OTEL_MAX_ATTRS {
+			return syscall.E2BIG, strconv.Itoa(n) + " attributes cannot fit a record"
+		}
+		return syscall.Errno(-r), lastError()
+	}
+	return 0, ""
+}
+
+func cOtelClear() (syscall.Errno, string) {
+	if r := C.tld_otel_clear(); r < 0 {
+		return syscall.Errno(-r), lastError()
+	}
+	return 0, ""
+}
+
+func cOtelSave(s *otelSaved) (syscall.Errno, string) {
+	if r := C.tld_otel_save((*C.tld_otel_saved_t)(unsafe.Pointer(s))); r < 0 {
+		return syscall.Errno(-r), lastError()
+	}
+	return 0, ""
+}
+
+func cOtelRestore(s *otelSaved) (syscall.Errno, string) {
+	if r := C.tld_otel_restore((*C.tld_otel_saved_t)(unsafe.Pointer(s))); r < 0 {
+		return syscall.Errno(-r), lastError()
+	}
+	return 0, ""
+}
+
+// cOtelCurrent reads the thread's span context back and whether it is valid.
+func cOtelCurrent() (SpanContext, bool, syscall.Errno, string) {
+	var c C.tld_otel_span_t
+	r := C.tld_otel_current(&c)
+	if r < 0 {
+		return SpanContext{}, false, syscall.Errno(-r), lastError()
+	}
+	var s SpanContext
+	for i := range s.TraceID {
+		s.TraceID[i] = byte(c.trace_id[i])
+	}
+	for i := range s.SpanID {
+		s.SpanID[i] = byte(c.span_id[i])
+	}
+	s.TraceFlags = byte(c.trace_flags)
+	return s, r == 1, 0, ""
+}
+
+func cOtelAttrKey(name string) (int, syscall.Errno, string) {
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	r := C.tld_otel_attr_key(cname)
+	if r < 0 {
+		return 0, syscall.Errno(-r), lastError()
+	}
+	return int(r), 0, ""
+}

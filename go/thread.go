@@ -20,7 +20,19 @@ type Thread struct {
 	// savedPool on the first data access and returned by end, so that a
 	// callback allocates only the small Thread itself.
 	saved *savedValues
+	// The thread's OpenTelemetry record as it was before the callback first
+	// changed it (SetOtel, ClearOtel, WithOtel), for end to put back.
+	otel *otelState
 }
+
+// otelState is a saved record plus the buffer SetOtel packs attributes
+// into, pooled so that a span activation allocates nothing.
+type otelState struct {
+	saved otelSaved
+	buf   []byte
+}
+
+var otelPool = sync.Pool{New: func() any { return new(otelState) }}
 
 type savedValues struct{ list []savedValue }
 
@@ -51,7 +63,8 @@ func (s *savedValue) old() []byte {
 // Values set inside fn are this thread's and only this thread's: BPF sees
 // them on this thread's task while fn runs. Before unlocking, WithThread
 // restores each key reached through t ([Key.On], [Key.Set], [RawKey.Store]...)
-// to the value it had when fn first reached it, so an OS thread that goes
+// to the value it had when fn first reached it, and the OpenTelemetry record
+// to what it was before fn first changed it ([Thread.SetOtel]), so an OS thread that goes
 // back to the Go scheduler carries no hint of a finished callback (a request
 // id, a priority) into whatever goroutine runs there next. Nested calls each
 // restore their own changes. [Thread.Keep] opts out, for a thread that stays
@@ -75,6 +88,13 @@ func WithThread(fn func(t *Thread) error) error {
 // the values the callback reached. It runs on the locked thread.
 func (t *Thread) end() {
 	t.live = false
+	if o := t.otel; o != nil {
+		t.otel = nil
+		if !t.keep {
+			cOtelRestore(&o.saved) // fails only without a block: nothing to restore into
+		}
+		otelPool.Put(o)
+	}
 	saved := t.saved
 	if saved == nil {
 		return

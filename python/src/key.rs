@@ -26,6 +26,20 @@ thread_local! {
     static REGISTERED_AT: Cell<u64> = const { Cell::new(0) };
 }
 
+/// Makes sure the calling thread's block is allocated and registered with
+/// every attached map, as `thread_data` does, for code that reaches the data
+/// through another crate (tld_otel): the GIL is released meanwhile.
+#[inline]
+pub fn ensure_registered(py: Python<'_>) -> PyResult<()> {
+    let epoch = ATTACH_EPOCH.load(Ordering::Acquire);
+    if REGISTERED_AT.with(Cell::get) != epoch {
+        py.detach(|| tld::thread_data().map(|p| p.as_ptr() as usize))
+            .map_err(tld_error)?;
+        REGISTERED_AT.with(|r| r.set(epoch));
+    }
+    Ok(())
+}
+
 /// The calling thread's data area. A first access (allocation and map
 /// registration: mmap, pidfd_open, bpf) runs with the GIL released, so other
 /// Python threads keep running; afterwards it is the core's cached pointer.

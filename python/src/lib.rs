@@ -7,6 +7,7 @@
 
 mod format;
 mod key;
+mod otel;
 mod scope;
 
 use std::os::fd::BorrowedFd;
@@ -261,6 +262,8 @@ fn _tld(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(runtime_stats, m)?)?;
     m.add_class::<scope::Scope>()?;
     m.add_function(wrap_pyfunction!(scope::scoped, m)?)?;
+    // tld.otel's native half, the submodule tld._otel (python/tld/otel.py).
+    otel::register(m)?;
     // The public names (pyo3 would list everything added, _Baseline too).
     let public = [
         "__version__",

@@ -86,6 +86,29 @@ def pinned_map() -> Iterator[dict[str, str]]:
         yield {"TLD_CLI": str(cli), "TLD_MAP_PATH": str(path)}
 
 
+OTEL_PRELUDE = """\
+import tld.otel
+from otel_reader import OtelReader, decode
+"""
+
+
+@pytest.fixture(scope="session")
+def otel_read() -> dict[str, str]:
+    """The readers of otel/reader as a command (otel_reader.py); skips
+    (outside CI) or fails (under CI=true) without BPF privileges."""
+    require_bpf("otel kernel test needs root (BPF and ptrace)")
+    exe = Path(os.environ.get("TLD_OTEL_READ", ROOT / "target" / "debug" / "otel_read"))
+    if not exe.exists():
+        pytest.fail(f"{exe} is missing: `cargo build -p tld-otel-reader --bin otel_read` (make python-test does)", pytrace=False)
+    return {"TLD_OTEL_READ": str(exe), "TLD_PIN_WATCH": "0"}
+
+
+@pytest.fixture
+def run_otel(otel_read: dict[str, str]) -> Run:
+    """Runs a scenario in a fresh interpreter with tld.otel and the readers imported."""
+    return _runner(otel_read, PRELUDE + OTEL_PRELUDE)
+
+
 @pytest.fixture
 def run_kernel(pinned_map: dict[str, str]) -> Run:
     """Runs a scenario in a fresh interpreter with TLD_MAP_PATH set to the

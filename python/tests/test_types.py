@@ -40,6 +40,16 @@ def test_misuse_is_a_type_error():
     assert reported == expected, out.stdout + out.stderr
 
 
+def test_otel_types():
+    out = mypy(TYPING / "otel_typed.py")
+    assert out.returncode == 0, out.stdout + out.stderr
+    source = (TYPING / "otel_refused.py").read_text().splitlines()
+    expected = {i + 1 for i, line in enumerate(source) if "# E:" in line}
+    out = mypy(TYPING / "otel_refused.py")
+    reported = {int(m.group(1)) for m in re.finditer(r"otel_refused\.py:(\d+): error", out.stdout)}
+    assert reported == expected, out.stdout + out.stderr
+
+
 def test_key_is_subscriptable_at_run_time():
     # Annotations such as `def f(k: tld.Key[int])` are evaluated without
     # `from __future__ import annotations`.

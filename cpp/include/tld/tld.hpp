@@ -57,16 +57,20 @@
 #ifndef TLD_TLD_HPP
 #define TLD_TLD_HPP
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <new>
 #include <string>
 #include <string_view>
 #include <system_error>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "rust/cxx.h"
 #include "tld/src/bridge.rs.h"
@@ -444,10 +448,22 @@ public:
      * allocation or registration.
      */
     void* get() const {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        // Offset and size in one load (size in the high half): the hot path
+        // reads the key once.
+        static_assert(offsetof(KeyInfo, offset) == 0 && offsetof(KeyInfo, size) == 2, "KeyInfo layout");
+        std::uint32_t w;
+        std::memcpy(&w, &info_, sizeof w);
+        if (w <= 0xffffu) {
+            throw Error(EINVAL, "tld::RawKey::get() on an empty key");
+        }
+        return thread_data() + (w & 0xffffu);
+#else
         if (!valid()) {
             throw Error(EINVAL, "tld::RawKey::get() on an empty key");
         }
         return thread_data() + info_.offset;
+#endif
     }
 #endif
 
@@ -754,6 +770,495 @@ private:
     mutable std::atomic<const char*> message_{nullptr};
 };
 
+
+// ---------------------------------------------------------------------------
+// OpenTelemetry thread context (docs/DESIGN.md section 10)
+
+/**
+ * @brief OpenTelemetry's thread context (OTEP 4947) and process context
+ * (OTEP 4719), published through tld.
+ *
+ * Each thread's Thread-Local Context Record (trace id, span id, flags,
+ * attributes) is the value of the static key `otel.thread_ctx_v1` in its
+ * block, so BPF reads it through `tld_data_map`; the ELF TLS symbol
+ * `otel_thread_ctx_v1` points at the same record for OTEP 4947 readers. The
+ * process context (an `OTEL_CTX` mapping with the resource attributes and
+ * the attribute key map) is published on the first set().
+ *
+ * @code
+ * TLD_CXX_OTEL_DEFINE_RECORD_KEY();   // the record gets room in every thread block
+ *
+ * void handle(const tld::otel::SpanContext& span) {
+ *     tld::otel::Scope active(span, {{"http.route", "/users/:id"}});
+ *     // ... BPF and profilers see this span on this thread ...
+ * }   // the previous context (or none) is back
+ * @endcode
+ *
+ * LINKING. OTEP 4947 readers find `otel_thread_ctx_v1` in `.dynsym`. The
+ * CMake target `tld::tld` adds `-Wl,--export-dynamic-symbol=otel_thread_ctx_v1`
+ * to every executable that links it, so nothing is needed there; a shared
+ * library exports it as long as its link does not hide the archive's symbols
+ * (`--exclude-libs`, a version script). Without the export the BPF path
+ * works and the TLS path stays dark. Several copies of tld in one process
+ * (libtld.so, Python, Go) write one live symbol between them.
+ *
+ * THREADS. A record belongs to the OS thread that writes it: set(), clear()
+ * and Scope act on the calling thread. After a thread's first call they take
+ * no lock, except that set() with a new attribute name registers it under a
+ * process-wide lock.
+ *
+ * ERRORS, as everywhere in tld.hpp: tld::Error, or the `std::error_code&`
+ * overloads. EINVAL (a span context OTEP 4947 forbids: one id all zero and
+ * not the other, or flags without ids; a name that is empty, over 127 bytes
+ * or not UTF-8; a bad size or resource key), E2BIG (a value over 255 bytes,
+ * attributes that do not fit the record, or the record key created after
+ * threads touched tld data: see TLD_CXX_OTEL_DEFINE_RECORD_KEY), ENOSPC (256
+ * attribute keys), EBUSY (set_record_size() too late), EEXIST, EPROTO,
+ * EDEADLK, plus the errors of thread data. A failed call changes nothing.
+ */
+namespace otel {
+
+/// Name of the static key whose value is the thread's record.
+inline constexpr std::string_view record_key_name = "otel.thread_ctx_v1";
+/// Record size unless set otherwise: the 28-byte header and 100 bytes of attributes.
+inline constexpr std::size_t default_record_size = 128;
+/// Smallest record size: the header alone.
+inline constexpr std::size_t min_record_size = 28;
+/// Largest record size (what OTEP 4947 recommends readers read).
+inline constexpr std::size_t max_record_size = 640;
+/// Longest attribute value in bytes.
+inline constexpr std::size_t max_attribute_value = 255;
+
+/// An attribute by key name: both views are copied, and need not be NUL-terminated.
+struct Attribute {
+    std::string_view name;   ///< 1 to 127 bytes of UTF-8; registered in the key map on first use
+    std::string_view value;  ///< at most 255 bytes of UTF-8
+};
+
+/**
+ * @brief An attribute key registered in `threadlocal.attribute_key_map`:
+ * its one-byte index, stable for the life of the process. Get one with
+ * attribute_key(); setting by key skips the name lookup.
+ */
+class AttributeKey {
+public:
+    /// The key of index @p index (not checked until used).
+    constexpr explicit AttributeKey(std::uint8_t index) noexcept : index_(index) {}
+    /// The index written in records.
+    constexpr std::uint8_t index() const noexcept { return index_; }
+    /// Keys are equal when their indexes are.
+    friend constexpr bool operator==(AttributeKey a, AttributeKey b) noexcept { return a.index_ == b.index_; }
+    /// Keys are equal when their indexes are.
+    friend constexpr bool operator!=(AttributeKey a, AttributeKey b) noexcept { return a.index_ != b.index_; }
+
+private:
+    std::uint8_t index_;
+};
+
+/// An attribute by registered key.
+struct KeyedAttribute {
+    AttributeKey key;        ///< from attribute_key()
+    std::string_view value;  ///< at most 255 bytes of UTF-8
+};
+
+/// A thread's record as readers see it (current()).
+struct Record {
+    /// The `valid` byte is 1: readers use the record.
+    bool valid = false;
+    /// Trace id, span id and flags (meaningless when not valid).
+    SpanContext span{};
+    /// `attrs-data` entries in order: key index and value bytes.
+    std::vector<std::pair<std::uint8_t, std::string>> attributes;
+};
+
+/// A resource attribute of the process context: a string, bool, integer or double value.
+class ResourceAttribute {
+public:
+    /// A string value.
+    ResourceAttribute(std::string_view key, std::string_view value) noexcept : key_(key), kind_(0), text_(value) {}
+    /// A string value (a literal: not a bool).
+    ResourceAttribute(std::string_view key, const char* value) noexcept : ResourceAttribute(key, std::string_view(value)) {}
+    /// A bool value.
+    ResourceAttribute(std::string_view key, bool value) noexcept : key_(key), kind_(1), bool_(value) {}
+    /// An integer value (int64).
+    ResourceAttribute(std::string_view key, std::int64_t value) noexcept : key_(key), kind_(2), int_(value) {}
+    /// An integer value (int64).
+    ResourceAttribute(std::string_view key, int value) noexcept : ResourceAttribute(key, std::int64_t{value}) {}
+    /// A double value.
+    ResourceAttribute(std::string_view key, double value) noexcept : key_(key), kind_(3), double_(value) {}
+
+    /// The bridge's form (internal).
+    detail::ResourceAttr raw() const noexcept {
+        return detail::ResourceAttr{reinterpret_cast<std::size_t>(key_.data()), key_.size(), kind_,
+                                    reinterpret_cast<std::size_t>(text_.data()), text_.size(), int_, double_, bool_};
+    }
+
+private:
+    std::string_view key_;
+    std::uint8_t kind_;
+    std::string_view text_;
+    std::int64_t int_ = 0;
+    double double_ = 0;
+    bool bool_ = false;
+};
+
+namespace detail {
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+// A List is a parameter type: the braced list it views lives until the call returns.
+#pragma GCC diagnostic ignored "-Winit-list-lifetime"
+#endif
+/**
+ * A view of attributes: what set(), Scope and publish_process_context()
+ * take. Built from a braced list, a contiguous container of T
+ * (std::vector, std::array) or a pointer and count; the elements must
+ * outlive the call.
+ */
+template <class T>
+class List {
+public:
+    /// No elements.
+    constexpr List() noexcept = default;
+    /// The elements of a braced list.
+    constexpr List(std::initializer_list<T> l) noexcept : data_(l.begin()), size_(l.size()) {}
+    /// The elements of a contiguous container of T (not deduced from a braced list).
+    template <class C, class = std::enable_if_t<std::is_same_v<typename C::value_type, T>>,
+              class = decltype(std::declval<const C&>().data())>
+    List(const C& c) noexcept : data_(c.data()), size_(c.size()) {}
+    /// @p n elements at @p data.
+    constexpr List(const T* data, std::size_t n) noexcept : data_(data), size_(n) {}
+    constexpr const T* begin() const noexcept { return data_; }
+    constexpr const T* end() const noexcept { return data_ + size_; }
+    constexpr std::size_t size() const noexcept { return size_; }
+
+private:
+    const T* data_ = nullptr;
+    std::size_t size_ = 0;
+};
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+inline std::size_t addr(std::string_view s) noexcept { return reinterpret_cast<std::size_t>(s.data()); }
+
+/// Most attributes passed without a heap allocation (more go through a
+/// std::vector; a record of 640 bytes holds at most 306).
+inline constexpr std::size_t stack_attrs = 8;
+
+/// Stack room for @p n bridge attributes, left uninitialized (each is written before use).
+template <class T, std::size_t n>
+union Uninit {
+    Uninit() noexcept {}
+    T items[n];
+};
+
+inline int set_named(const SpanContext& span, List<Attribute> attrs) noexcept {
+    if (attrs.size() == 0) {
+        return otel_set_indexed(span, {});  // no names to look up
+    }
+    Uninit<NamedAttr, stack_attrs> u;
+    NamedAttr* buf = u.items;
+    if (attrs.size() > stack_attrs) {
+        std::vector<NamedAttr> v;
+        v.reserve(attrs.size());
+        for (const Attribute& a : attrs) {
+            v.push_back(NamedAttr{addr(a.name), a.name.size(), addr(a.value), a.value.size()});
+        }
+        return otel_set(span, {v.data(), v.size()});
+    }
+    std::size_t n = 0;
+    for (const Attribute& a : attrs) {
+        buf[n++] = NamedAttr{addr(a.name), a.name.size(), addr(a.value), a.value.size()};
+    }
+    return otel_set(span, {buf, n});
+}
+
+inline int set_keyed(const SpanContext& span, List<KeyedAttribute> attrs) noexcept {
+    Uninit<IndexedAttr, stack_attrs> u;
+    IndexedAttr* buf = u.items;
+    if (attrs.size() > stack_attrs) {
+        std::vector<IndexedAttr> v;
+        v.reserve(attrs.size());
+        for (const KeyedAttribute& a : attrs) {
+            v.push_back(IndexedAttr{a.key.index(), addr(a.value), a.value.size()});
+        }
+        return otel_set_indexed(span, {v.data(), v.size()});
+    }
+    std::size_t n = 0;
+    for (const KeyedAttribute& a : attrs) {
+        buf[n++] = IndexedAttr{a.key.index(), addr(a.value), a.value.size()};
+    }
+    return otel_set_indexed(span, {buf, n});
+}
+
+inline int publish(List<ResourceAttribute> attrs) noexcept {
+    std::vector<ResourceAttr> v;
+    v.reserve(attrs.size());
+    for (const ResourceAttribute& a : attrs) {
+        v.push_back(a.raw());
+    }
+    return otel_publish_process_context({v.data(), v.size()});
+}
+
+inline int read_current(Record& out) noexcept {
+    RecordView view{};
+    int rc = otel_current(view);
+    if (rc != 0) {
+        return rc;
+    }
+    out.valid = view.valid;
+    out.span = view.span;
+    out.attributes.clear();
+    for (const RecordAttr& a : view.attributes) {
+        out.attributes.emplace_back(a.key, std::string(reinterpret_cast<const char*>(a.value.data()), a.value.size()));
+    }
+    return 0;
+}
+
+}  // namespace detail
+
+#if TLD_CXX_EXCEPTIONS
+/**
+ * @brief Sets the size in bytes of every thread's record (default 128, else
+ * `$TLD_OTEL_RECORD_SIZE`): attributes get `bytes - 28`, 2 per attribute
+ * plus its value. Only before the record key exists (see
+ * TLD_CXX_OTEL_DEFINE_RECORD_KEY, which takes the size).
+ * @throws tld::Error EINVAL outside 28..640; EBUSY if the key exists with another size.
+ */
+inline void set_record_size(std::size_t bytes) { tld::detail::check(detail::otel_set_record_size(bytes)); }
+
+/**
+ * @brief The static key `otel.thread_ctx_v1`, created now if it does not
+ * exist. Created before any thread touches tld data it grows every block by
+ * the record size; later it must fit the dynamic reserve.
+ * @throws tld::Error E2BIG (created too late), EEXIST, EINVAL, EPROTO.
+ */
+inline RawKey record_key() {
+    KeyInfo info{};
+    tld::detail::check(detail::otel_record_key(info));
+    return RawKey(info);
+}
+
+/**
+ * @brief Registers @p name in the process's append-only attribute key map
+ * (shared by every copy and language), or finds it.
+ * @throws tld::Error EINVAL (empty, over 127 bytes, NUL or not UTF-8), ENOSPC (256 keys).
+ */
+inline AttributeKey attribute_key(std::string_view name) {
+    std::uint8_t index = 0;
+    tld::detail::check(detail::otel_attr_key(tld::detail::bytes(name), index));
+    return AttributeKey(index);
+}
+
+/**
+ * @brief Publishes the calling thread's context: @p span, no attributes.
+ *
+ * Writes the record with the valid-flag protocol (valid = 0, the fields,
+ * valid = 1) and points `otel_thread_ctx_v1` at it. Readers see it until
+ * the next set() or clear() on this thread.
+ * @throws tld::Error EINVAL (a forbidden span context), or the errors of thread data.
+ */
+inline void set(const SpanContext& span) { tld::detail::check(detail::set_named(span, {})); }
+
+/**
+ * @brief Publishes the calling thread's context: @p span and @p attrs by
+ * name, e.g. `set(span, {{"http.route", "/x"}})`. New names are registered
+ * in the key map first.
+ * @throws tld::Error EINVAL, E2BIG (a value over 255 bytes, attributes that
+ * do not fit: never truncated), ENOSPC; the record is then unchanged.
+ */
+inline void set(const SpanContext& span, detail::List<Attribute> attrs) {
+    tld::detail::check(detail::set_named(span, attrs));
+}
+
+/// set() with keys from attribute_key(): no name lookup. @throws tld::Error as set(); EINVAL for an unregistered index.
+inline void set(const SpanContext& span, detail::List<KeyedAttribute> attrs) {
+    tld::detail::check(detail::set_keyed(span, attrs));
+}
+
+/**
+ * @brief Marks the calling thread's record invalid (valid = 0) and sets its
+ * `otel_thread_ctx_v1` to NULL: readers see no context.
+ * @throws tld::Error the errors of thread data.
+ */
+inline void clear() { tld::detail::check(detail::otel_clear()); }
+
+/// The calling thread's record as readers see it. @throws tld::Error the errors of thread data.
+inline Record current() {
+    Record r;
+    tld::detail::check(detail::read_current(r));
+    return r;
+}
+
+/**
+ * @brief Sets the process's resource attributes (replacing earlier ones) and
+ * publishes the OTEP 4719 `OTEL_CTX` mapping with them, e.g.
+ * `publish_process_context({{"service.name", "svc"}, {"process.pid", 42}})`.
+ * @throws tld::Error EINVAL (a key empty, over 255 bytes, in `threadlocal.`,
+ * or given twice), E2BIG (over 16 KiB encoded), or the errno of a failed mapping.
+ */
+inline void publish_process_context(detail::List<ResourceAttribute> attrs) {
+    tld::detail::check(detail::publish(attrs));
+}
+
+/**
+ * @brief Sets `threadlocal.schema_version` (default "tld_uptr_v1") and
+ * republishes, for readers that know only OTEP 4947's "tlsdesc_v1_dev".
+ * @throws tld::Error EINVAL (empty or over 63 bytes).
+ */
+inline void set_schema_version(std::string_view version) {
+    tld::detail::check(detail::otel_set_schema_version(tld::detail::bytes(version)));
+}
+
+/// The address of the process's `OTEL_CTX` mapping, publishing it first if needed. @throws tld::Error
+inline const void* process_context() {
+    std::size_t a = 0;
+    tld::detail::check(detail::otel_process_context(a));
+    return reinterpret_cast<const void*>(a);
+}
+#endif
+
+/// set_record_size() without exceptions.
+inline void set_record_size(std::size_t bytes, std::error_code& ec) noexcept {
+    tld::detail::set_code(ec, detail::otel_set_record_size(bytes));
+}
+
+/// record_key() without exceptions: an empty key and @p ec set on failure.
+inline RawKey record_key(std::error_code& ec) noexcept {
+    KeyInfo info{};
+    tld::detail::set_code(ec, detail::otel_record_key(info));
+    return ec ? RawKey() : RawKey(info);
+}
+
+/// attribute_key() without exceptions: index 0 and @p ec set on failure.
+inline AttributeKey attribute_key(std::string_view name, std::error_code& ec) noexcept {
+    std::uint8_t index = 0;
+    tld::detail::set_code(ec, detail::otel_attr_key(tld::detail::bytes(name), index));
+    return AttributeKey(index);
+}
+
+/// set() without exceptions.
+inline void set(const SpanContext& span, std::error_code& ec) noexcept {
+    tld::detail::set_code(ec, detail::set_named(span, {}));
+}
+
+/// set() by name without exceptions.
+inline void set(const SpanContext& span, detail::List<Attribute> attrs, std::error_code& ec) noexcept {
+    tld::detail::set_code(ec, detail::set_named(span, attrs));
+}
+
+/// set() by key without exceptions.
+inline void set(const SpanContext& span, detail::List<KeyedAttribute> attrs, std::error_code& ec) noexcept {
+    tld::detail::set_code(ec, detail::set_keyed(span, attrs));
+}
+
+/// clear() without exceptions.
+inline void clear(std::error_code& ec) noexcept { tld::detail::set_code(ec, detail::otel_clear()); }
+
+/// current() without exceptions: an invalid, empty record and @p ec set on failure.
+inline Record current(std::error_code& ec) noexcept {
+    Record r;
+    tld::detail::set_code(ec, detail::read_current(r));
+    return ec ? Record{} : r;
+}
+
+/// publish_process_context() without exceptions.
+inline void publish_process_context(detail::List<ResourceAttribute> attrs, std::error_code& ec) noexcept {
+    tld::detail::set_code(ec, detail::publish(attrs));
+}
+
+/// set_schema_version() without exceptions.
+inline void set_schema_version(std::string_view version, std::error_code& ec) noexcept {
+    tld::detail::set_code(ec, detail::otel_set_schema_version(tld::detail::bytes(version)));
+}
+
+/// process_context() without exceptions: nullptr and @p ec set on failure.
+inline const void* process_context(std::error_code& ec) noexcept {
+    std::size_t a = 0;
+    tld::detail::set_code(ec, detail::otel_process_context(a));
+    return reinterpret_cast<const void*>(a);
+}
+
+/**
+ * @brief A published context that puts the previous one back when it goes
+ * out of scope: the scoped form of set(), nestable.
+ *
+ * @code
+ * tld::otel::Scope request(span, {{"http.route", "/users/:id"}});
+ * {
+ *     tld::otel::Scope query(child, {{"db.system", "postgresql"}});
+ * }   // `span` again
+ * @endcode
+ *
+ * The constructor saves the calling thread's whole record (valid or not)
+ * and publishes the new one; the destructor restores the saved record,
+ * `otel_thread_ctx_v1` following. A scope belongs to the thread that made
+ * it: destroy scopes on that thread, innermost first (automatic variables
+ * do). Neither copyable nor movable. A scope whose publication failed
+ * (the `std::error_code&` constructors) restores nothing.
+ */
+class Scope {
+public:
+#if TLD_CXX_EXCEPTIONS
+    /// Publishes @p span. @throws tld::Error as set(); nothing changed then.
+    explicit Scope(const SpanContext& span) : Scope(span, detail::List<Attribute>{}) {}
+    /// Publishes @p span and @p attrs by name. @throws tld::Error as set().
+    Scope(const SpanContext& span, detail::List<Attribute> attrs) {
+        tld::detail::check(detail::otel_save(saved_slice()));
+        tld::detail::check(detail::set_named(span, attrs));
+        active_ = true;
+    }
+    /// Publishes @p span and @p attrs by key. @throws tld::Error as set().
+    Scope(const SpanContext& span, detail::List<KeyedAttribute> attrs) {
+        tld::detail::check(detail::otel_save(saved_slice()));
+        tld::detail::check(detail::set_keyed(span, attrs));
+        active_ = true;
+    }
+#endif
+    /// Scope(span) without exceptions: on failure @p ec is set and the scope inactive.
+    Scope(const SpanContext& span, std::error_code& ec) noexcept : Scope(span, detail::List<Attribute>{}, ec) {}
+    /// Scope(span, attrs) by name without exceptions.
+    Scope(const SpanContext& span, detail::List<Attribute> attrs, std::error_code& ec) noexcept {
+        int rc = detail::otel_save(saved_slice());
+        if (rc == 0) {
+            rc = detail::set_named(span, attrs);
+        }
+        tld::detail::set_code(ec, rc);
+        active_ = rc == 0;
+    }
+    /// Scope(span, attrs) by key without exceptions.
+    Scope(const SpanContext& span, detail::List<KeyedAttribute> attrs, std::error_code& ec) noexcept {
+        int rc = detail::otel_save(saved_slice());
+        if (rc == 0) {
+            rc = detail::set_keyed(span, attrs);
+        }
+        tld::detail::set_code(ec, rc);
+        active_ = rc == 0;
+    }
+
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+    /// Puts back the record saved by the constructor (fails only if the
+    /// thread's block is gone, and then there is nothing to restore into).
+    ~Scope() {
+        if (active_) {
+            (void)detail::otel_restore({saved_.data(), saved_.size()});
+        }
+    }
+
+    /// Whether the constructor published (and the destructor will restore).
+    bool active() const noexcept { return active_; }
+
+private:
+    rust::Slice<std::uint8_t> saved_slice() noexcept { return {saved_.data(), saved_.size()}; }
+
+    std::array<std::uint8_t, max_record_size> saved_;
+    bool active_ = false;
+};
+
+}  // namespace otel
 }  // namespace tld
 
 /**
@@ -782,5 +1287,28 @@ private:
  * translation unit (for a header), followed by `;`.
  */
 #define TLD_CXX_DECLARE_KEY(ident, T) extern ::tld::StaticKey<T> ident
+
+/**
+ * @brief Creates the OpenTelemetry record key `otel.thread_ctx_v1` by a
+ * constructor before main, so it gets its own room in every thread block
+ * (like TLD_CXX_DEFINE_KEY; the C `TLD_OTEL_DEFINE_RECORD_KEY`). Use once
+ * per program, at namespace scope, followed by `;`.
+ *
+ * Without an argument the record is `$TLD_OTEL_RECORD_SIZE` or 128 bytes;
+ * `TLD_CXX_OTEL_DEFINE_RECORD_KEY(256)` sets the size (28 to 640). Errors
+ * are reported again by the first tld::otel::set(). Without this macro the
+ * key is created by the first publication, which must then come before any
+ * thread touches tld data, else E2BIG.
+ */
+#define TLD_CXX_OTEL_DEFINE_RECORD_KEY(...)                                                             \
+    __attribute__((constructor)) static void tld_cxx_otel_define_record_key() {                          \
+        const std::size_t tld_sizes_[] = {0, __VA_ARGS__};                                              \
+        std::error_code tld_ec_;                                                                        \
+        if (sizeof(tld_sizes_) / sizeof(tld_sizes_[0]) > 1) {                                           \
+            ::tld::otel::set_record_size(tld_sizes_[sizeof(tld_sizes_) / sizeof(tld_sizes_[0]) - 1], tld_ec_); \
+        }                                                                                               \
+        (void)::tld::otel::record_key(tld_ec_);                                                         \
+    }                                                                                                   \
+    static_assert(true, "takes the caller's ;")
 
 #endif  // TLD_TLD_HPP
