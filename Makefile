@@ -140,12 +140,12 @@ uninstall:
 install-test: python-venv
 	GO=$(GO) tests/install/run.sh
 
-# OpenTelemetry thread context (otel/, otel/reader): the crate's tests, then
+# OpenTelemetry thread context (otel/, otel/context, otel/reader): the crates' tests, then
 # the kernel tests where Rust and C publishers are read by BPF, an OTEP 4719
 # reader and an OTEP 4947 TLS reader (they need libtld from `build`).
 # `make test` runs them in its workspace pass; this target runs them alone.
 otel-test: build
-	$(CARGO) test -p task-local-data-otel -p tld-otel-reader
+	$(CARGO) test -p task-local-data-otel -p tld-otel-context -p tld-otel-reader
 
 # Set + clear on span activation, Rust and C, against a C __thread pointer swap.
 otel-bench:

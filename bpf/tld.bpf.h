@@ -161,6 +161,9 @@
 #ifndef ENODATA
 #define ENODATA 61
 #endif
+#ifndef ENOENT
+#define ENOENT 2
+#endif
 
 /* Marks a pointer member of a map value as a user pointer (UPTR). */
 #ifndef __uptr
@@ -553,12 +556,11 @@ static int __tld_fetch_key(struct tld_meta_u *meta, const char *name, int first,
 				return 0;
 			}
 			/* Too big to cache: the next search starts at this slot. */
-			if (off <= __TLD_CACHE_MAX) {
+			key->size = size;
+			if (off <= __TLD_CACHE_MAX)
 				key->off = (__s16)(off + 1);
-				key->size = size;
-			} else {
+			else
 				key->off = -i;
-			}
 			return off + 1;
 		}
 		off += __tld_round_up8(size);
@@ -569,9 +571,23 @@ static int __tld_fetch_key(struct tld_meta_u *meta, const char *name, int first,
 	return 0;
 }
 
-/* Implementation of tld_get_data(); @size is a compile-time constant. */
-static __always_inline void *__tld_get_data(struct tld_object *obj, __u32 idx,
-					    const char *name, __u32 size)
+/*
+ * Where __tld_get_data_at() found a value: the data page, the value's
+ * offset in it and its slot's size (at least the size asked).
+ */
+struct __tld_at {
+	struct tld_data_u *page;
+	__u64 pos;
+	__u32 slot;
+};
+
+/*
+ * Implementation of tld_get_data(); @size is a compile-time constant. When
+ * @at is not NULL it receives where the value lies (filled only on success).
+ */
+static __always_inline void *__tld_get_data_at(struct tld_object *obj, __u32 idx,
+					       const char *name, __u32 size,
+					       struct __tld_at *at)
 {
 	struct tld_map_value *value = obj->data_map;
 	struct tld_cached_key key = {};
@@ -608,7 +624,18 @@ static __always_inline void *__tld_get_data(struct tld_object *obj, __u32 idx,
 	barrier_var(pos);
 	if (pos > __PAGE_SIZE - size)
 		return 0;
+	if (at) {
+		at->page = page;
+		at->pos = pos;
+		at->slot = key.size;
+	}
 	return (void *)page + pos;
+}
+
+static __always_inline void *__tld_get_data(struct tld_object *obj, __u32 idx,
+					    const char *name, __u32 size)
+{
+	return __tld_get_data_at(obj, idx, name, size, 0);
 }
 
 /*
@@ -652,5 +679,204 @@ static __always_inline void *__tld_get_data(struct tld_object *obj, __u32 idx,
  */
 #define tld_get_data(obj, key, name, size) \
 	__tld_get_data((obj), __tld_key_index(key), (name), (size))
+
+/*
+ * OPENTELEMETRY THREAD CONTEXT (DESIGN.md §10)
+ *
+ * A process using tld's OpenTelemetry crate (tld_otel, libtld's tld_otel.h)
+ * publishes each thread's OTEP 4947 Thread-Local Context Record as the whole
+ * value of the static key "otel.thread_ctx_v1" (28 to 640 bytes, 128 by
+ * default). tld_otel_record() returns it when it is valid, tld_otel_attr()
+ * copies one of its attributes. Attribute names are not in the record: a
+ * record names them by index into the process context's
+ * threadlocal.attribute_key_map (OTEP 4719), which user space reads and
+ * hands to the program (an index never changes meaning in a process).
+ *
+ * Ordering. The thread writes its record with valid = 0, a release fence,
+ * the fields, then valid = 1 with release order (DESIGN §10.2). Both helpers
+ * load `valid` first and make every later load of the record depend on its
+ * value (the address dependency of __tld_slot_name(): the acquire order a
+ * reader on another CPU needs on arm64, free on x86). They do not load
+ * `valid` again after the fields: the record has no sequence counter, so a
+ * re-check cannot see a set that ran whole between the two loads (valid
+ * 1, 0, 1), and a program reading the record of the task it runs on, or of
+ * a task being switched out (sched_switch's prev), cannot race with its
+ * writer at all (the OTEP's own readers observe stopped threads the same
+ * way). A program reading another running thread's record (an iterator)
+ * can see fields of two spans mixed: like every tld value, it is a hint.
+ */
+
+/* The record's key, and the bytes of its header. */
+#define TLD_OTEL_KEY "otel.thread_ctx_v1"
+#define TLD_OTEL_HEADER 28
+/* The largest record (and so the most attrs-data bytes) tld publishes. */
+#define TLD_OTEL_RECORD_MAX 640
+#define TLD_OTEL_ATTRS_MAX (TLD_OTEL_RECORD_MAX - TLD_OTEL_HEADER)
+
+/*
+ * An OTEP 4947 Thread-Local Context Record, as it lies in the thread's data
+ * page (byte-packed, host byte order). attrs_data holds attrs_data_size
+ * bytes of entries: key-index u8, length u8, length bytes of UTF-8. Read
+ * the attributes with tld_otel_attr(), which bounds every byte it reads by
+ * the slot and the page (a plain load of attrs_data[i] does not pass the
+ * verifier: the record's offset in the page is not known).
+ */
+struct tld_otel_record {
+	__u8 trace_id[16];	/* W3C trace id; all zero: none */
+	__u8 span_id[8];	/* W3C span id */
+	__u8 valid;		/* 1: the record is valid (the helpers check it) */
+	__u8 trace_flags;	/* W3C trace flags */
+	__u16 attrs_data_size;	/* bytes of attrs_data */
+	__u8 attrs_data[];
+};
+
+_Static_assert(sizeof(struct tld_otel_record) == TLD_OTEL_HEADER, "the OTEP 4947 header is 28 bytes");
+
+/*
+ * The task's valid record and where it lies, or NULL. The returned pointer
+ * carries an address dependency on the load of `valid`.
+ */
+static __always_inline struct tld_otel_record *__tld_otel_record(struct tld_object *obj, __u32 idx,
+								 struct __tld_at *at)
+{
+	struct tld_otel_record *rec;
+	__u64 dep;
+
+	rec = __tld_get_data_at(obj, idx, TLD_OTEL_KEY, TLD_OTEL_HEADER, at);
+	if (!rec)
+		return 0;
+	dep = __tld_read_once(rec->valid);
+	if (dep != 1)
+		return 0;
+	/* dep AND 0, hidden from the compiler: later loads depend on `valid`. */
+	asm volatile("%[dep] &= 0" : [dep] "+r"(dep));
+	return (void *)rec + dep;
+}
+
+/**
+ * tld_otel_record() - The task's OpenTelemetry thread context record.
+ *
+ * @obj: a struct tld_object * filled by a successful tld_object_init()
+ * @key: the name of the struct tld_keys member caching the record's key
+ *	(one member per program, used by tld_otel_attr() as well)
+ *
+ * Finds the value of "otel.thread_ctx_v1" as tld_get_data() does (cached
+ * per CPU and process) and checks the record's `valid` byte.
+ *
+ * Return: a pointer to the record's header in the task's data page, whose
+ * trace_id, span_id, trace_flags and attrs_data_size can be read with plain
+ * loads; NULL when the key is absent (the process does not publish
+ * OpenTelemetry context through tld), its slot is smaller than the 28-byte
+ * header, the header would not lie inside the page, or `valid` is not 1
+ * (the thread never published a span context, or cleared it). The record is
+ * an untrusted hint (see SECURITY, and the ordering notes above).
+ *
+ * Context: as tld_get_data().
+ */
+#define tld_otel_record(obj, key) __tld_otel_record((obj), __tld_key_index(key), 0)
+
+/*
+ * __tld_otel_find() - Walk attrs-data: @len bytes at offset @base of the
+ * data page @page (the caller bounded both by the slot and the page), for
+ * the last entry of key-index @index. Return: its length, its value's offset
+ * in the page in @found; -ENOENT when there is none.
+ *
+ * A global function: the verifier checks it once, on its own, instead of
+ * at every call site with the caller's state, so that a program calling
+ * tld_otel_attr() inside a loop of its own stays far from the verifier's
+ * limits. Weak, so that objects that each include this header link.
+ */
+__attribute__((noinline, weak)) int __tld_otel_find(struct tld_data_u *page, __u64 base, __u64 len,
+						    __u32 index, __u64 *found)
+{
+	__u64 off = 0, p;
+	__u32 k, l;
+	int i, hit = -ENOENT;
+
+	if (!page || !found || base > __PAGE_SIZE)
+		return -ENOENT;
+	if (len > TLD_OTEL_ATTRS_MAX)
+		len = TLD_OTEL_ATTRS_MAX;
+	if (len > __PAGE_SIZE - base)
+		len = __PAGE_SIZE - base;
+	/* Entries are at least 2 bytes: at most TLD_OTEL_ATTRS_MAX / 2 of them. */
+	bpf_for(i, 0, TLD_OTEL_ATTRS_MAX / 2) {
+		if (off + 2 > len)
+			break;
+		p = base + off;
+		barrier_var(p);
+		if (p > __PAGE_SIZE - 2)
+			break;
+		k = ((__u8 *)page)[p];
+		l = ((__u8 *)page)[p + 1];
+		/* An entry cut by the end of attrs-data ends the walk (OTEP). */
+		if (off + 2 + l > len)
+			break;
+		/* The last entry of a repeated index wins (OTEP). */
+		if (k == index) {
+			*found = p + 2;
+			hit = l;
+		}
+		off += 2 + l;
+	}
+	return hit;
+}
+
+/* Implementation of tld_otel_attr(); @size is a compile-time constant. */
+static __always_inline int __tld_otel_attr(struct tld_object *obj, __u32 idx, __u32 index,
+					   void *buf, __u32 size)
+{
+	struct __tld_at at = {};
+	struct tld_otel_record *rec;
+	__u64 len, found = 0, n;
+	int hit;
+
+	rec = __tld_otel_record(obj, idx, &at);
+	if (!rec)
+		return -ENODATA;
+	/* The attrs-data bytes that lie in the slot (the walk bounds the page). */
+	len = rec->attrs_data_size;
+	if (len > at.slot - TLD_OTEL_HEADER)
+		len = at.slot - TLD_OTEL_HEADER;
+	hit = __tld_otel_find(at.page, at.pos + TLD_OTEL_HEADER, len, index, &found);
+	if (hit < 0)
+		return hit;
+	n = (__u32)hit;
+	if (n > size)
+		n = size;
+	/* Again, on the register the call takes: clang may bound a copy. */
+	barrier_var(n);
+	if (n > size || found > __PAGE_SIZE || n > __PAGE_SIZE - found)
+		return -ENOENT;
+	if (n && bpf_probe_read_kernel(buf, n, (void *)at.page + found))
+		return -ENOENT;
+	return hit;
+}
+
+/**
+ * tld_otel_attr() - Copy one attribute of the task's OpenTelemetry record.
+ *
+ * @obj: a struct tld_object * filled by a successful tld_object_init()
+ * @key: the struct tld_keys member caching the record's key (as for
+ *	tld_otel_record())
+ * @index: the attribute's key-index: its position in the process context's
+ *	threadlocal.attribute_key_map (OTEP 4719), which user space resolves
+ * @buf: where to copy the value (UTF-8, not NUL terminated)
+ * @size: bytes of @buf, a compile-time constant (values are at most 255)
+ *
+ * Walks the valid record's attrs-data (at most TLD_OTEL_ATTRS_MAX bytes,
+ * bounded by the key's slot and the data page; a bounded loop, Linux 6.4+
+ * open-coded iterators as the key search uses, in the global function
+ * __tld_otel_find()) and copies the first @size bytes of the value of the
+ * last entry with key-index @index (bpf_probe_read_kernel()).
+ *
+ * Return: the value's full length (0 to 255; more than @size means @buf got
+ * its first @size bytes); -ENODATA when tld_otel_record() would return NULL
+ * (no valid record); -ENOENT when the valid record has no such attribute.
+ *
+ * Context: as tld_get_data().
+ */
+#define tld_otel_attr(obj, key, index, buf, size) \
+	__tld_otel_attr((obj), __tld_key_index(key), (index), (buf), (size))
 
 #endif /* TLD_BPF_H */

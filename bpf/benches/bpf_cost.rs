@@ -41,6 +41,23 @@ fn meta_with(n: usize) -> Meta {
     Meta::with_keys(&keys).0
 }
 
+/// A metadata page with "bench_hint" (8 bytes) and the OpenTelemetry
+/// record (128 bytes), and a data page (area at 8) holding 7 and a valid
+/// record: span id 0x05..., attributes index 0 = "w0", index 1 = "/route".
+fn otel_pages() -> (Meta, Page) {
+    let meta = Meta::with_keys(&[("bench_hint", 8), ("otel.thread_ctx_v1", 128)]).0;
+    let data = Page::new();
+    data.write(8, &7u64.to_ne_bytes());
+    let mut rec = vec![0x4bu8; 16];
+    rec.extend_from_slice(&[5; 8]);
+    let attrs: &[u8] = &[0, 2, b'w', b'0', 1, 6, b'/', b'r', b'o', b'u', b't', b'e'];
+    rec.extend_from_slice(&[1, 1]);
+    rec.extend_from_slice(&(attrs.len() as u16).to_ne_bytes());
+    rec.extend_from_slice(attrs);
+    data.write(16, &rec);
+    (meta, data)
+}
+
 fn in_program(quick: bool) {
     let (rounds, iters) = if quick { (3, 1000) } else { (31, 200_000) };
     let bpf = BenchBpf::load().expect("the benchmarks need root: loading tld_bench");
@@ -77,6 +94,21 @@ fn in_program(quick: bool) {
             per[progs.len() + j].push(t.ns as f64 / f64::from(iters));
         }
     }
+    // The OpenTelemetry helpers, on a registration holding a valid record.
+    let (ometa, odata) = otel_pages();
+    let otel_progs = [
+        ("bench_otel_record", "tld_object_init() + tld_otel_record(): per event", 5),
+        ("bench_otel_attr", "tld_object_init() + tld_otel_attr(), 2nd of 2 attributes", 6),
+    ];
+    let mut oper: Vec<Vec<f64>> = vec![Vec::new(); otel_progs.len()];
+    for _ in 0..rounds {
+        reg.update(odata.addr(), ometa.addr(), 8).unwrap();
+        for (i, (name, _, per_hit)) in otel_progs.iter().enumerate() {
+            let t = bpf.run(name, iters).unwrap();
+            assert_eq!(t.hits, per_hit * u64::from(iters), "{name}: {t:?}");
+            oper[i].push(t.ns as f64 / f64::from(iters));
+        }
+    }
     let empty = median(per[0].clone());
     let hash = median(per[1].clone()) - empty;
     println!("in-program loops: {iters} iterations x {rounds} rounds, median ns per iteration minus the empty loop");
@@ -94,13 +126,20 @@ fn in_program(quick: bool) {
             ns / hash
         );
     }
+    for (i, (_, what, _)) in otel_progs.iter().enumerate() {
+        let ns = median(oper[i].clone()) - empty;
+        println!("{what:<58} {ns:>8.2} {:>9.2}", ns / hash);
+    }
 }
 
-/// Threads that sleep and wake: context switches of this process.
-fn switcher(stop: std::sync::Arc<std::sync::atomic::AtomicBool>, meta_addr: u64, map: i32) {
+/// Threads that sleep and wake: context switches of this process. With
+/// `otel`, registered with [`otel_pages`]' data.
+fn switcher(stop: std::sync::Arc<std::sync::atomic::AtomicBool>, meta_addr: u64, map: i32, otel: bool) {
     use std::os::fd::BorrowedFd;
-    let data = Page::new();
-    data.write(8 + 8 * 62, &7u64.to_ne_bytes());
+    let data = if otel { otel_pages().1 } else { Page::new() };
+    if !otel {
+        data.write(8 + 8 * 62, &7u64.to_ne_bytes());
+    }
     // SAFETY: the map fd outlives the threads (joined before it is closed).
     let map = unsafe { BorrowedFd::borrow_raw(map) };
     let _reg = register(map, data.addr(), meta_addr, 8);
@@ -132,7 +171,7 @@ fn sched_switch(quick: bool) {
     let threads: Vec<_> = (0..4)
         .map(|_| {
             let (stop, addr, fd) = (stop.clone(), meta.addr(), map.as_fd().as_raw_fd());
-            std::thread::spawn(move || switcher(stop, addr, fd))
+            std::thread::spawn(move || switcher(stop, addr, fd, false))
         })
         .collect();
     let _stats = RunStats::enable().expect("BPF_ENABLE_STATS");
@@ -144,7 +183,7 @@ fn sched_switch(quick: bool) {
         for read_tld in [true, false] {
             let top = Top::open(
                 &pin,
-                TopConfig { tgid, key: "bench_hint", key_size: 8, read_tld },
+                TopConfig { tgid, key: "bench_hint", key_size: 8, read_tld, otel: None },
             )
             .expect("loading tld_top");
             let (t0, c0) = top.run_stats().unwrap();
@@ -179,6 +218,78 @@ fn sched_switch(quick: bool) {
     println!("  added by tld:                                              {:.1} ns per event", on - off);
 }
 
+/// `tld top --by otel.attr.NAME` (and `otel.span_id`) against `--by` a
+/// plain key, per event, on threads registered with [`otel_pages`].
+fn sched_switch_otel(quick: bool) {
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tld_bpf::top::{Held, OtelField};
+
+    let secs = if quick { 0.2 } else { 2.0 };
+    let rounds = if quick { 1 } else { 7 };
+    let pin = std::path::PathBuf::from(format!("/sys/fs/bpf/tld_bench_otel_{}", std::process::id()));
+    let _ = std::fs::remove_file(&pin);
+    tld_bpf::inspect::create_pinned_map(&pin, tld_bpf::Layout::Value24).expect("pinning a map");
+    struct Unpin(std::path::PathBuf);
+    impl Drop for Unpin {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _unpin = Unpin(pin.clone());
+    let map = libbpf_rs::MapHandle::from_pinned_path(&pin).unwrap();
+    let meta = otel_pages().0;
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, addr, fd) = (stop.clone(), meta.addr(), map.as_fd().as_raw_fd());
+            std::thread::spawn(move || switcher(stop, addr, fd, true))
+        })
+        .collect();
+    let _stats = RunStats::enable().expect("BPF_ENABLE_STATS");
+    let tgid = std::process::id() as i32;
+    let configs: [(&str, Option<OtelField>); 3] =
+        [("--by bench_hint (a plain 8-byte key)", None), ("--by otel.span_id", Some(OtelField::SpanId)), ("--by otel.attr.NAME (2nd of 2 attributes)", Some(OtelField::Attr))];
+    let mut per: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut events = 0;
+    for _ in 0..rounds {
+        for (i, (_, otel)) in configs.iter().enumerate() {
+            let key = if otel.is_some() { "otel.thread_ctx_v1" } else { "bench_hint" };
+            let key_size = if otel.is_some() { 128 } else { 8 };
+            let top = Top::open(&pin, TopConfig { tgid, key, key_size, read_tld: true, otel: *otel }).expect("loading tld_top");
+            if *otel == Some(OtelField::Attr) {
+                top.set_attr_index(Some(1)).unwrap();
+            }
+            let (t0, c0) = top.run_stats().unwrap();
+            let start = Instant::now();
+            while start.elapsed().as_secs_f64() < secs {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let (t1, c1) = top.run_stats().unwrap();
+            per[i].push((t1 - t0) as f64 / (c1 - c0).max(1) as f64);
+            events += c1 - c0;
+            let want = match otel {
+                None => Held::Value(7u64.to_ne_bytes().to_vec()),
+                Some(OtelField::SpanId) => Held::Value(vec![5; 8]),
+                _ => Held::Attr(b"/route".to_vec(), 6),
+            };
+            let buckets = top.buckets().unwrap();
+            assert!(buckets.iter().any(|b| b.held == want), "{}: nothing charged to {want:?}: {buckets:?}", configs[i].0);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    println!("tld top's sched_switch program by OpenTelemetry fields ({events} events, {rounds} rounds of {secs} s each):");
+    let base = median(per[0].clone());
+    for (i, (what, _)) in configs.iter().enumerate() {
+        let ns = median(per[i].clone());
+        println!("  {what:<44} {ns:>7.1} ns per event ({:+.1} vs the plain key)", ns - base);
+    }
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick" || a == "--test")
         || !std::env::args().any(|a| a == "--bench");
@@ -191,4 +302,5 @@ fn main() {
     }
     in_program(quick);
     sched_switch(quick);
+    sched_switch_otel(quick);
 }

@@ -34,8 +34,12 @@ use crate::{
 /// reported truncated ([`KeyView::truncated`]).
 pub const VALUE_MAX: usize = 64;
 
+/// Bytes of the value of [`Filter::full_key`] the iterator copies out at most.
+pub const FULL_MAX: usize = 640;
+
 const KIND_KEY: u32 = 1;
 const KIND_TASK: u32 = 2;
+const KIND_FULL: u32 = 3;
 const HAS_DATA: u32 = 0x1;
 const HAS_META: u32 = 0x2;
 const CNT_CLAMPED: u32 = 0x4;
@@ -59,7 +63,8 @@ pub struct KeyView {
     /// UPTR is set). When false, [`KeyView::value`] is empty: the value
     /// was skipped, not read.
     pub in_page: bool,
-    /// The first `min(size, VALUE_MAX)` bytes of the value when `in_page`.
+    /// The first `min(size, VALUE_MAX)` bytes of the value when `in_page`
+    /// (`min(size, FULL_MAX)` for the key [`Filter::full_key`] names).
     pub value: Vec<u8>,
 }
 
@@ -121,6 +126,10 @@ pub struct Filter {
     pub tid: i32,
     /// Report keys and values, not only the threads.
     pub keys: bool,
+    /// A key whose values are copied whole, up to [`FULL_MAX`] bytes rather
+    /// than [`VALUE_MAX`] (`tld dump` names `otel.thread_ctx_v1`); None:
+    /// none. Names longer than 61 bytes match nothing.
+    pub full_key: Option<&'static str>,
 }
 
 /// The `tld_inspect` build for `layout`.
@@ -221,6 +230,11 @@ impl Inspector {
                 r.target_tgid = filter.tgid;
                 r.target_tid = filter.tid;
                 r.emit_keys = i32::from(filter.keys);
+                if let Some(name) = filter.full_key.filter(|n| n.len() < 62) {
+                    for (dst, &src) in r.full_key.iter_mut().zip(name.as_bytes()) {
+                        *dst = src as _;
+                    }
+                }
             })?;
             target.apply(open)
         })?;
@@ -303,6 +317,20 @@ fn parse(mut out: &[u8]) -> Result<Vec<ThreadView>, Error> {
                     },
                 });
             }
+            KIND_FULL => {
+                let len = size_of::<types::tld_inspect_full>();
+                if out.len() < len {
+                    return Err(malformed("truncated full value record"));
+                }
+                let f: types::tld_inspect_full = from_bytes(&out[..len]);
+                out = &out[len..];
+                let Some(k) = pending.last_mut().filter(|k| pending_tid == Some(f.tid) && k.slot == f.slot) else {
+                    return Err(malformed("a full value without its key"));
+                };
+                if k.in_page {
+                    k.value = f.value[..usize::from(f.len).min(FULL_MAX)].to_vec();
+                }
+            }
             KIND_TASK => {
                 let len = size_of::<types::tld_inspect_task>();
                 if out.len() < len {
@@ -349,6 +377,7 @@ mod tests {
     fn record_sizes() {
         assert_eq!(size_of::<types::tld_inspect_key>(), 144);
         assert_eq!(size_of::<types::tld_inspect_task>(), 44);
+        assert_eq!(size_of::<types::tld_inspect_full>(), 652);
     }
 
     #[test]

@@ -17,8 +17,22 @@ use crate::skels::tld_top::types;
 use crate::{from_bytes, load_object, map, objects, prog, with_rodata, DataMap, Error, Layout};
 
 /// Bytes of a value that tell buckets apart; longer values are grouped by
-/// their first bytes ([`Bucket::value`] then holds those).
-pub const VALUE_MAX: usize = 16;
+/// their first bytes ([`Held::Value`] then holds those).
+pub const VALUE_MAX: usize = 64;
+
+/// A field of the OpenTelemetry record (`otel.thread_ctx_v1`, DESIGN §10)
+/// to charge the time to, instead of a plain key's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtelField {
+    /// The span id (8 bytes), read with `tld_otel_record()`.
+    SpanId,
+    /// The trace id (16 bytes), read with `tld_otel_record()`.
+    TraceId,
+    /// The value of one attribute (its first [`VALUE_MAX`] bytes), read
+    /// with `tld_otel_attr()`; its key-index is set with
+    /// [`Top::set_attr_index`] (none at first).
+    Attr,
+}
 
 /// What a thread's key held when a slice ended.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,6 +45,15 @@ pub enum Held {
     /// The thread was registered, but the key was not published (yet), or
     /// its slot is smaller than the size asked.
     NoKey,
+    /// By an OpenTelemetry field: the thread had no valid record (none
+    /// published, cleared, or the process has no record key).
+    NoRecord,
+    /// By an attribute: a valid record without it (or its index was not
+    /// set yet).
+    NoAttr,
+    /// By an attribute: its value (the first [`VALUE_MAX`] bytes) and its
+    /// whole length.
+    Attr(Vec<u8>, u16),
 }
 
 /// CPU time charged to one thread and one [`Held`].
@@ -52,6 +75,7 @@ pub struct Top {
     link: Link,
     obj: Object,
     layout: Layout,
+    by_attr: bool,
 }
 
 impl fmt::Debug for Top {
@@ -74,6 +98,9 @@ pub struct TopConfig<'a> {
     /// Read the key (false: charge every slice as [`Held::NoData`] without
     /// touching task local data: the benchmark's baseline).
     pub read_tld: bool,
+    /// Charge to this field of the OpenTelemetry record, whose key
+    /// (`otel.thread_ctx_v1`) `key` must then name; None: to `key`'s value.
+    pub otel: Option<OtelField>,
 }
 
 impl Top {
@@ -87,10 +114,12 @@ impl Top {
     /// [`Error::Bpf`] when the map or the program is refused.
     pub fn open(pinned: &Path, config: TopConfig<'_>) -> Result<Self, Error> {
         let name = config.key.as_bytes();
-        if name.is_empty() || name.len() > 61 || name.contains(&0) || config.key_size == 0 {
+        let otel_key = config.otel.is_none() || config.key == "otel.thread_ctx_v1";
+        if name.is_empty() || name.len() > 61 || name.contains(&0) || config.key_size == 0 || !otel_key {
             return Err(Error::Bpf {
                 op: format!(
-                    "charging CPU time to key {:?} of size {} (names are 1 to 61 bytes, sizes at least 1)",
+                    "charging CPU time to key {:?} of size {} (names are 1 to 61 bytes, sizes at least 1; \
+                     OpenTelemetry fields are read from otel.thread_ctx_v1)",
                     config.key, config.key_size
                 ),
                 source: libbpf_rs::Error::from_raw_os_error(libc::EINVAL),
@@ -107,6 +136,12 @@ impl Top {
                 r.target_tgid = config.tgid;
                 r.key_size = u32::from(config.key_size);
                 r.read_tld = i32::from(config.read_tld);
+                r.by_field = match config.otel {
+                    None => 0,
+                    Some(OtelField::SpanId) => 1,
+                    Some(OtelField::TraceId) => 2,
+                    Some(OtelField::Attr) => 3,
+                };
                 for (dst, &src) in r.key_name.iter_mut().zip(name) {
                     *dst = src as _;
                 }
@@ -116,7 +151,7 @@ impl Top {
         let link = prog(&obj, "tld_top_switch")
             .attach()
             .map_err(Error::bpf("attaching tld_top to sched_switch"))?;
-        Ok(Top { link, obj, layout })
+        Ok(Top { link, obj, layout, by_attr: config.otel == Some(OtelField::Attr) })
     }
 
     /// The layout of the map this program reads.
@@ -141,9 +176,13 @@ impl Top {
             };
             let k: types::tld_top_key = from_bytes(&key);
             let t: types::tld_top_time = from_bytes(&value);
+            let value = k.value[..usize::from(k.len).min(VALUE_MAX)].to_vec();
             let held = match k.status {
-                0 => Held::Value(k.value[..usize::from(k.len).min(VALUE_MAX)].to_vec()),
+                0 if self.by_attr => Held::Attr(value, k.full_len),
+                0 => Held::Value(value),
                 1 => Held::NoData,
+                3 => Held::NoRecord,
+                4 => Held::NoAttr,
                 _ => Held::NoKey,
             };
             out.push(Bucket {
@@ -154,6 +193,24 @@ impl Top {
             });
         }
         Ok(out)
+    }
+
+    /// Sets the key-index of the attribute [`OtelField::Attr`] charges to
+    /// (its position in the process's attribute key map); None: not known
+    /// (slices of valid records are charged to [`Held::NoAttr`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bpf`] when the program's variable cannot be written.
+    pub fn set_attr_index(&self, index: Option<u8>) -> Result<(), Error> {
+        let m = self
+            .obj
+            .maps()
+            .find(|m| m.name().to_string_lossy().ends_with(".data.attr"))
+            .expect("tld_top has the .data.attr section");
+        let value = index.map_or(u32::MAX, u32::from);
+        m.update(&0u32.to_ne_bytes(), &value.to_ne_bytes(), MapFlags::ANY)
+            .map_err(Error::bpf("setting tld_top's attribute index"))
     }
 
     /// Slices that found no room in the buckets map (16384 buckets).

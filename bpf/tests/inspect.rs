@@ -144,6 +144,7 @@ fn probe_and_pin() {
         tgid: unsafe { libc::getpid() },
         tid: 0,
         keys: true,
+        full_key: None,
     };
     assert!(Inspector::open(&pin.0, filter)
         .unwrap()
@@ -180,6 +181,7 @@ fn walks_published_keys_and_skips_garbage() {
             tgid: pid,
             tid,
             keys: true,
+            full_key: None,
         },
     )
     .unwrap();
@@ -239,6 +241,7 @@ fn walks_published_keys_and_skips_garbage() {
             tgid: pid,
             tid: 0,
             keys: false,
+            full_key: None,
         },
     )
     .unwrap();

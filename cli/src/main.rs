@@ -4,6 +4,7 @@
 //! and per-thread values of a live process exactly as a BPF program sees
 //! them, through a generic task iterator (`tld_bpf::inspect`).
 
+mod otel;
 mod pinned;
 mod show;
 mod top;
@@ -71,16 +72,38 @@ thread's data page. stale: the registration belongs to an image the thread
 replaced with execve; values is then empty. int: present for sizes 1, 2, 4, 8 (signed). hex: the
 value's bytes, at most the first 64. truncated: the value is longer than
 64 bytes. New fields may be added; existing ones keep their meaning while
-schema stays tld-dump/1.";
+schema stays tld-dump/1.
+
+OpenTelemetry: the value of otel.thread_ctx_v1 (an OTEP 4947 record, read
+whole) is decoded; the table shows
+  trace=<32 hex> span=<16 hex> flags=01 valid=1 http.route=\"/users/:id\" ...
+or valid=N alone when the record is not valid. In JSON the value gains
+  \"otel\": {\"valid\": 1, \"trace_id\": \"...\", \"span_id\": \"...\", \"trace_flags\": 1,
+           \"attrs_data_size\": 16, \"attrs_cut\": false,
+           \"attributes\": [{\"index\": 0, \"name\": \"http.route\", \"value\": \"/users/:id\",
+                           \"hex\": \"...\"}]}
+({\"valid\": 0} alone when not valid), and the document
+\"otel_attribute_key_map\": [\"http.route\", ...]: attribute names by key-index,
+from the process's OTEP 4719 context (OTEL_CTX mapping); null when no thread
+has the key or the context cannot be read (a warning says why; attributes are
+then named #index, as is an index the map lacks: name null in JSON).";
 
 const TOP_HELP: &str = "\
 A BPF program on sched_switch charges each slice a thread of the process spent
 on a CPU to the value its key held when the slice ended (read through tld.bpf.h
 as any consumer would). Values print as `tld dump` prints them; '(no tld data)'
 is time of threads without a current registration, '(no such key)' of threads
-that have not published the key. Values longer than 16 bytes are grouped by
-their first 16. The command ends when the process exits (after a last table),
+that have not published the key. Values longer than 64 bytes are grouped by
+their first 64. The command ends when the process exits (after a last table),
 or after --count refreshes.
+
+--by otel.span_id, otel.trace_id, otel.attr.NAME charge the time to a field of
+the thread's OpenTelemetry record (key otel.thread_ctx_v1, DESIGN.md §10.6):
+its span id, trace id (hex), or the value of attribute NAME (its first 64
+bytes). '(none)' is time of threads without a valid record, '(unset)' of valid
+records without the attribute. NAME is resolved to its key-index through the
+process's attribute key map (OTEP 4719); until the process registers it, it is
+looked up every interval (the header says so).
 
 --json prints one document per refresh:
   {\"schema\": \"tld-top/1\", \"map\": ..., \"layout\": 24, \"pid\": 1234,
@@ -93,7 +116,12 @@ or after --count refreshes.
    \"dropped\": 0}
 status is value, no-data or no-key (value is then null); rows carry \"tid\" with
 --per-thread; cpu_ns and share cover the last interval, total_* everything since
-the start; rows are sorted by total_cpu_ns.";
+the start; rows are sorted by total_cpu_ns. \"by\" is --by as given. With
+--by otel.*: key is otel.thread_ctx_v1; status may also be none (no valid
+record) or no-attr; a span or trace id value is {\"hex\": ..., \"truncated\":
+false}, an attribute value {\"text\": \"/a\", \"hex\": ..., \"truncated\": false}; with
+otel.attr.NAME the document has \"attribute\": {\"name\": NAME, \"index\": 3} (index
+null while NAME is not in the key map).";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -157,8 +185,10 @@ enum Cmd {
     Top {
         /// Process id.
         pid: i32,
-        /// The key whose values the time is charged to.
-        #[arg(long, value_name = "KEY")]
+        /// The key whose values the time is charged to; or otel.span_id,
+        /// otel.trace_id, otel.attr.NAME: a field of the OpenTelemetry
+        /// thread context (the key otel.thread_ctx_v1).
+        #[arg(long, value_name = "KEY", value_parser = top::check_by)]
         by: String,
         /// Seconds between refreshes.
         #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_interval)]

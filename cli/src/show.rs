@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tld_bpf::inspect::{Filter, Inspector, KeyView, ThreadView};
 
+use crate::otel;
 use crate::pinned::{self, Fail};
 
 pub(crate) fn proc_comm(pid: i32) -> Option<String> {
@@ -45,6 +46,8 @@ pub(crate) fn open_inspector(path: &Path, pid: i32, tid: Option<i32>) -> Result<
         tgid: pid,
         tid: tid.unwrap_or(0),
         keys: true,
+        // Records are decoded whole (up to 640 bytes).
+        full_key: Some(otel::KEY),
     };
     Inspector::open(path, filter).map_err(|e| Fail::from_bpf("reading task local data", e))
 }
@@ -165,17 +168,51 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn cell(k: Option<&KeyView>) -> String {
+/// The first [`tld_bpf::inspect::VALUE_MAX`] bytes of a value, as `dump`
+/// prints values (the OpenTelemetry record's key is read whole, for
+/// decoding), and whether there is more.
+fn shown(k: &KeyView) -> (&[u8], bool) {
+    let n = k.value.len().min(tld_bpf::inspect::VALUE_MAX);
+    (&k.value[..n], k.in_page && n < usize::from(k.size))
+}
+
+/// The OpenTelemetry attribute key map of `pid` when some thread holds a
+/// record to decode: (map, a warning when it cannot be read).
+pub(crate) struct OtelNames {
+    key_map: Vec<String>,
+    warning: Option<String>,
+    wanted: bool,
+}
+
+fn otel_names(pid: i32, threads: &[ThreadView]) -> OtelNames {
+    let wanted = threads.iter().any(|t| t.keys.iter().any(|k| k.name == otel::KEY));
+    if !wanted {
+        return OtelNames { key_map: Vec::new(), warning: None, wanted };
+    }
+    match otel::key_map(pid) {
+        Ok(key_map) => OtelNames { key_map, warning: None, wanted },
+        Err(e) => OtelNames {
+            key_map: Vec::new(),
+            warning: Some(format!(
+                "{}: no OpenTelemetry process context to name attributes ({e}): shown as #index",
+                otel::KEY
+            )),
+            wanted,
+        },
+    }
+}
+
+fn cell(k: Option<&KeyView>, names: &OtelNames) -> String {
     match k {
         None => "-".into(),
         Some(k) if !k.in_page => "?".into(),
+        Some(k) if k.name == otel::KEY => otel::cell(&k.value, &names.key_map),
         Some(k) => match int_value(k) {
             Some(v) => v.to_string(),
-            None => format!(
-                "0x{}{}",
-                hex(&k.value),
-                if k.truncated() { "..." } else { "" }
-            ),
+            None => {
+                let (bytes, more) = shown(k);
+                format!("0x{}{}", hex(bytes), if more { "..." } else { "" })
+            }
         },
     }
 }
@@ -184,7 +221,7 @@ fn key_json(k: &KeyInfo) -> Value {
     json!({ "slot": k.slot, "name": k.name, "size": k.size, "offset": k.offset })
 }
 
-fn value_json(k: &KeyView) -> Value {
+fn value_json(k: &KeyView, names: &OtelNames) -> Value {
     if !k.in_page {
         return Value::Null;
     }
@@ -192,8 +229,12 @@ fn value_json(k: &KeyView) -> Value {
     if let Some(i) = int_value(k) {
         v.insert("int".into(), json!(i));
     }
-    v.insert("hex".into(), json!(hex(&k.value)));
-    v.insert("truncated".into(), json!(k.truncated()));
+    let (bytes, more) = shown(k);
+    v.insert("hex".into(), json!(hex(bytes)));
+    v.insert("truncated".into(), json!(more));
+    if k.name == otel::KEY {
+        v.insert("otel".into(), otel::json(&k.value, &names.key_map));
+    }
     Value::Object(v)
 }
 
@@ -202,14 +243,16 @@ fn thread_name(pid: i32, t: &ThreadView) -> String {
 }
 
 fn dump_json(path: &Path, pid: i32, threads: &[ThreadView]) -> Value {
-    let (keys, warnings) = collect(threads);
+    let (keys, mut warnings) = collect(threads);
+    let names = otel_names(pid, threads);
+    warnings.extend(names.warning.clone());
     let rows: Vec<Value> = threads
         .iter()
         .map(|t| {
             let values: serde_json::Map<String, Value> = t
                 .keys
                 .iter()
-                .map(|k| (k.name.clone(), value_json(k)))
+                .map(|k| (k.name.clone(), value_json(k, &names)))
                 .collect();
             json!({ "tid": t.tid, "name": thread_name(pid, t), "stale": t.stale, "values": values })
         })
@@ -220,6 +263,7 @@ fn dump_json(path: &Path, pid: i32, threads: &[ThreadView]) -> Value {
         "pid": pid,
         "keys": keys.iter().map(key_json).collect::<Vec<_>>(),
         "threads": rows,
+        "otel_attribute_key_map": if names.wanted && names.warning.is_none() { json!(names.key_map) } else { Value::Null },
         "warnings": warnings,
     })
 }
@@ -255,7 +299,9 @@ pub(crate) fn table(rows: &[Vec<String>], right: &[bool]) -> String {
 }
 
 fn dump_table(pid: i32, threads: &[ThreadView]) -> (String, Vec<String>) {
-    let (keys, warnings) = collect(threads);
+    let (keys, mut warnings) = collect(threads);
+    let names = otel_names(pid, threads);
+    warnings.extend(names.warning.clone());
     let mut header = vec!["TID".to_string(), "THREAD".to_string()];
     header.extend(keys.iter().map(|k| k.name.clone()));
     let mut rows = vec![header];
@@ -270,7 +316,7 @@ fn dump_table(pid: i32, threads: &[ThreadView]) -> (String, Vec<String>) {
         } else {
             row.extend(
                 keys.iter()
-                    .map(|k| cell(t.keys.iter().find(|v| v.slot == k.slot && v.name == k.name))),
+                    .map(|k| cell(t.keys.iter().find(|v| v.slot == k.slot && v.name == k.name), &names)),
             );
         }
         rows.push(row);
@@ -432,6 +478,7 @@ pub fn status(path: &Path) -> Result<(), Fail> {
             tgid: 0,
             tid: 0,
             keys: false,
+            full_key: None,
         };
         match Inspector::open(path, filter).and_then(|ins| ins.scan()) {
             Ok(threads) => {

@@ -10,10 +10,43 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tld_bpf::top::{Bucket, Held, Top, TopConfig};
+use tld_bpf::top::{Bucket, Held, OtelField, Top, TopConfig};
 
+use crate::otel;
 use crate::pinned::{self, Fail};
 use crate::show;
+
+/// What the time is charged to: `--by KEY`, or a field of the
+/// OpenTelemetry record (`otel.span_id`, `otel.trace_id`, `otel.attr.NAME`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum By {
+    Key,
+    Otel(OtelField),
+}
+
+/// Checks `--by` on the command line (exit code 2 when it is wrong).
+pub fn check_by(by: &str) -> Result<String, String> {
+    match by.strip_prefix("otel.attr.") {
+        Some("") => Err("otel.attr.NAME needs an attribute name (e.g. otel.attr.http.route)".into()),
+        Some(name) if name.len() > 127 || name.contains('\0') => {
+            Err(format!("{name:?} is not an attribute name (1 to 127 bytes, no NUL)"))
+        }
+        _ if by.is_empty() => Err("an empty key name".into()),
+        _ => Ok(by.to_string()),
+    }
+}
+
+/// Parses `--by`: (what, the attribute name).
+fn parse_by(by: &str) -> (By, Option<&str>) {
+    match by {
+        "otel.span_id" => (By::Otel(OtelField::SpanId), None),
+        "otel.trace_id" => (By::Otel(OtelField::TraceId), None),
+        _ => match by.strip_prefix("otel.attr.") {
+            Some(name) => (By::Otel(OtelField::Attr), Some(name)),
+            None => (By::Key, None),
+        },
+    }
+}
 
 /// What `tld top` was asked.
 pub struct TopArgs<'a> {
@@ -76,8 +109,17 @@ fn int_of(bytes: &[u8], size: u16) -> Option<i64> {
     })
 }
 
-fn label(held: &Held, size: u16) -> String {
+fn label(held: &Held, size: u16, by_otel: bool) -> String {
     match held {
+        Held::Value(bytes) if by_otel => show::hex(bytes),
+        Held::Attr(bytes, len) => format!(
+            "{:?}{}",
+            otel::text(bytes),
+            if usize::from(*len) > bytes.len() { "..." } else { "" }
+        ),
+        Held::NoData | Held::NoKey if by_otel => "(none)".into(),
+        Held::NoRecord => "(none)".into(),
+        Held::NoAttr => "(unset)".into(),
         Held::Value(bytes) => match int_of(bytes, size) {
             Some(v) => v.to_string(),
             None => format!(
@@ -99,8 +141,13 @@ fn share(part: u64, whole: u64) -> f64 {
     }
 }
 
-fn row_json(r: &Row, size: u16, ns: u64, total: u64) -> Value {
+fn row_json(r: &Row, size: u16, by_otel: bool, ns: u64, total: u64) -> Value {
     let (value, status) = match &r.held {
+        Held::Value(bytes) if by_otel => (json!({"hex": show::hex(bytes), "truncated": false}), "value"),
+        Held::Attr(bytes, len) => (
+            json!({"text": otel::text(bytes), "hex": show::hex(bytes), "truncated": usize::from(*len) > bytes.len()}),
+            "value",
+        ),
         Held::Value(bytes) => {
             let mut v = serde_json::Map::new();
             if let Some(i) = int_of(bytes, size) {
@@ -112,6 +159,8 @@ fn row_json(r: &Row, size: u16, ns: u64, total: u64) -> Value {
         }
         Held::NoData => (Value::Null, "no-data"),
         Held::NoKey => (Value::Null, "no-key"),
+        Held::NoRecord => (Value::Null, "none"),
+        Held::NoAttr => (Value::Null, "no-attr"),
     };
     let mut o = json!({
         "value": value,
@@ -155,6 +204,10 @@ pub fn top(args: TopArgs<'_>) -> Result<(), Fail> {
         json: as_json,
         count,
     } = args;
+    let (by, attr_name) = parse_by(key);
+    let by_otel = by != By::Key;
+    let by_label = key;
+    let key = if by_otel { otel::KEY } else { key };
     // The key's size, as the process published it.
     let ins = show::open_inspector(path, pid, None)?;
     let threads = show::scan(&ins, path, pid, None, false)?;
@@ -163,8 +216,9 @@ pub fn top(args: TopArgs<'_>) -> Result<(), Fail> {
     let Some(size) = keys.iter().find(|k| k.name == key).map(|k| k.size) else {
         let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
         return Err(Fail::Other(format!(
-            "process {pid} ({}) has no key {key:?} (its keys: {})",
+            "process {pid} ({}) has no key {key:?}{} (its keys: {})",
             show::proc_comm(pid).unwrap_or_else(|| "?".into()),
+            if by_otel { ": it publishes no OpenTelemetry thread context through tld" } else { "" },
             if names.is_empty() { "none".to_string() } else { names.join(", ") }
         )));
     };
@@ -174,8 +228,28 @@ pub fn top(args: TopArgs<'_>) -> Result<(), Fail> {
         key,
         key_size: size,
         read_tld: true,
+        otel: match by {
+            By::Key => None,
+            By::Otel(f) => Some(f),
+        },
     };
     let top = Top::open(path, config).map_err(|e| Fail::from_bpf("loading the sched_switch program", e))?;
+    // The attribute's key-index, looked up in the process context until the
+    // process registers the name (an index never changes meaning).
+    let mut attr_index: Option<u8> = None;
+    let mut resolve = |top: &Top| -> Result<Option<u8>, Fail> {
+        if let (Some(name), None) = (attr_name, attr_index) {
+            if let Ok(key_map) = otel::key_map(pid) {
+                if let Some(i) = key_map.iter().position(|n| n == name).and_then(|i| u8::try_from(i).ok()) {
+                    top.set_attr_index(Some(i))
+                        .map_err(|e| Fail::from_bpf("setting the attribute's index", e))?;
+                    attr_index = Some(i);
+                }
+            }
+        }
+        Ok(attr_index)
+    };
+    resolve(&top)?;
 
     let clear = !as_json && std::io::stdout().is_terminal();
     let start = Instant::now();
@@ -186,6 +260,7 @@ pub fn top(args: TopArgs<'_>) -> Result<(), Fail> {
         // Read after the check: a process that exited has been charged its
         // last slices by then.
         let gone = !running(pid);
+        let index = resolve(&top)?;
         let buckets = top
             .buckets()
             .map_err(|e| Fail::from_bpf("reading the CPU time charged", e))?;
@@ -200,20 +275,24 @@ pub fn top(args: TopArgs<'_>) -> Result<(), Fail> {
 
         let mut out = std::io::stdout().lock();
         let written = if as_json {
-            let doc = json!({
+            let mut doc = json!({
                 "schema": "tld-top/1",
                 "map": path.display().to_string(),
                 "layout": map.layout.value_size(),
                 "pid": pid,
+                "by": by_label,
                 "key": {"name": key, "size": size},
                 "interval_s": interval,
                 "elapsed_s": elapsed,
                 "exited": gone,
                 "cpu_ns": ns,
                 "total_cpu_ns": total,
-                "rows": rows.iter().map(|r| row_json(r, size, ns, total)).collect::<Vec<_>>(),
+                "rows": rows.iter().map(|r| row_json(r, size, by_otel, ns, total)).collect::<Vec<_>>(),
                 "dropped": dropped,
             });
+            if let Some(name) = attr_name {
+                doc["attribute"] = json!({"name": name, "index": index});
+            }
             writeln!(out, "{doc}")
         } else {
             let mut header = Vec::new();
@@ -221,7 +300,7 @@ pub fn top(args: TopArgs<'_>) -> Result<(), Fail> {
                 header.push("TID".to_string());
             }
             header.extend(
-                [key, "CPU s", "SHARE", "TOTAL CPU s", "TOTAL SHARE", "SLICES"].map(String::from),
+                [by_label, "CPU s", "SHARE", "TOTAL CPU s", "TOTAL SHARE", "SLICES"].map(String::from),
             );
             let mut table = vec![header];
             for r in &rows {
@@ -229,7 +308,7 @@ pub fn top(args: TopArgs<'_>) -> Result<(), Fail> {
                 if let Some(tid) = r.tid {
                     line.push(tid.to_string());
                 }
-                line.push(label(&r.held, size));
+                line.push(label(&r.held, size, by_otel));
                 line.push(secs(r.ns));
                 line.push(format!("{:.1}%", 100.0 * share(r.ns, ns)));
                 line.push(secs(r.total_ns));
@@ -241,8 +320,16 @@ pub fn top(args: TopArgs<'_>) -> Result<(), Fail> {
             if clear {
                 s.push_str("\x1b[H\x1b[2J");
             }
+            let what = match (attr_name, index) {
+                (Some(name), Some(i)) => format!("{by_label} (attribute {name:?}, key-index {i}, in {key}, {size} bytes)"),
+                (Some(name), None) => format!(
+                    "{by_label} (attribute {name:?} not in the process's attribute key map yet: looked up every interval)"
+                ),
+                (None, _) if by_otel => format!("{by_label} (in {key}, {size} bytes)"),
+                (None, _) => format!("{key:?} ({size} bytes)"),
+            };
             s.push_str(&format!(
-                "tld top {pid} by {key:?} ({size} bytes): CPU time per value, every {interval}s ({elapsed:.1} s so far){}\n",
+                "tld top {pid} by {what}: CPU time per value, every {interval}s ({elapsed:.1} s so far){}\n",
                 if gone { "; the process exited" } else { "; Ctrl-C to stop" }
             ));
             let mut right = vec![true; table[0].len()];

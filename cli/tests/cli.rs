@@ -990,6 +990,285 @@ fn top_charges_cpu_time_to_each_phase() {
     expect_code(&tld(&["top", &pid.to_string(), "--by", "phase", "--path", &path]), 3, "no process");
 }
 
+// ---------------------------------------------------------------------------
+// OpenTelemetry thread context (tld_otel): `tld dump` decodes records,
+// `tld top --by otel.*` charges to their fields.
+
+const TRACE: [u8; 16] = [0x4b; 16];
+
+fn span(id: u8) -> tld_otel::SpanContext {
+    tld_otel::SpanContext::new(TRACE, [id; 8], 1)
+}
+
+/// Runs in a forked child for the OpenTelemetry scenarios: creates the
+/// record key first (before any thread touches tld data, as
+/// `static_record_key!` would; not used here, or every workload of this
+/// binary would carry the key), attaches, publishes a process context, then
+/// runs `body` with the ack pipe and the commands. Never returns.
+fn otel_child(map: &Path, cmd_fd: OwnedFd, ack_fd: OwnedFd, body: fn(&mut File, &mut BufReader<File>)) -> ! {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut ack = File::from(ack_fd);
+        let mut cmds = BufReader::new(File::from(cmd_fd));
+        tld_otel::record_key().expect("create otel.thread_ctx_v1 before any thread touches tld data");
+        tld::attach_path(map).expect("attach the pinned map by path");
+        tld_otel::publish_process_context(&[("service.name", tld_otel::ResourceValue::String("tld-cli-test"))])
+            .expect("publish the process context");
+        body(&mut ack, &mut cmds);
+    }));
+    // SAFETY: leaving the forked child without running the parent's atexit.
+    unsafe { libc::_exit(if result.is_ok() { 0 } else { 1 }) }
+}
+
+fn gettid() -> i32 {
+    // SAFETY: no preconditions.
+    unsafe { libc::gettid() }
+}
+
+/// Three threads: 0 publishes span 0x11 with two attributes, 1 published
+/// span 0x22 and cleared it, 2 only read its record (never published).
+fn otel_dump_body(ack: &mut File, cmds: &mut BufReader<File>) {
+    // Indexes in a known order (threads would register them in any).
+    tld_otel::AttributeKey::register("http.route").unwrap();
+    tld_otel::AttributeKey::register("worker").unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stop = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let threads: Vec<_> = (0..3)
+        .map(|i| {
+            let (tx, stop) = (tx.clone(), stop.clone());
+            std::thread::spawn(move || {
+                match i {
+                    0 => tld_otel::set(&span(0x11), &[("http.route", "/users/:id"), ("worker", "w0")]).unwrap(),
+                    1 => {
+                        tld_otel::set(&span(0x22), &[("worker", "w1")]).unwrap();
+                        tld_otel::clear().unwrap();
+                    }
+                    _ => assert!(!tld_otel::current().unwrap().valid),
+                }
+                tx.send((i, gettid())).unwrap();
+                stop.wait();
+            })
+        })
+        .collect();
+    let mut tids = [0; 3];
+    for _ in 0..3 {
+        let (i, tid) = rx.recv().unwrap();
+        tids[i] = tid;
+    }
+    writeln!(ack, "ready {} {} {}", tids[0], tids[1], tids[2]).unwrap();
+    let mut line = String::new();
+    cmds.read_line(&mut line).unwrap();
+    stop.wait();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// `tld dump` decodes `otel.thread_ctx_v1`: ids, flags, valid, attributes
+/// named through the process context, in the table and in JSON.
+fn dump_decodes_otel_records() {
+    let dir = PinDir::new("otel-dump");
+    let map = pin(&dir, &[]);
+    let path = map.to_str().unwrap().to_string();
+    let mut w = Workload::fork(|cmd, ack| otel_child(&map, cmd, ack, otel_dump_body));
+    let line = w.read_ack();
+    let tids: Vec<i32> =
+        line.strip_prefix("ready ").expect("ready").split_whitespace().map(|t| t.parse().unwrap()).collect();
+    let pid = w.pid_str();
+
+    let doc = json_of(&tld(&["dump", &pid, "--json", "--path", &path]));
+    let key_map: Vec<&str> =
+        doc["otel_attribute_key_map"].as_array().expect("the key map").iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(key_map, ["http.route", "worker"], "{doc}");
+    let key = doc["keys"].as_array().unwrap().iter().find(|k| k["name"] == "otel.thread_ctx_v1").expect("the key");
+    assert_eq!(key["size"], 128);
+    let thread = |tid: i32| {
+        doc["threads"].as_array().unwrap().iter().find(|t| t["tid"] == tid).unwrap_or_else(|| panic!("tid {tid}: {doc}"))
+            ["values"]["otel.thread_ctx_v1"]
+            .clone()
+    };
+    let t0 = thread(tids[0]);
+    let o = &t0["otel"];
+    assert_eq!(o["valid"], 1, "{t0}");
+    assert_eq!(o["trace_id"], hex(&TRACE));
+    assert_eq!(o["span_id"], hex(&[0x11; 8]));
+    assert_eq!(o["trace_flags"], 1);
+    assert_eq!(o["attrs_cut"], false);
+    let attrs = o["attributes"].as_array().unwrap();
+    assert_eq!(attrs.len(), 2, "{t0}");
+    assert_eq!((&attrs[0]["name"], &attrs[0]["index"], &attrs[0]["value"]), (&"http.route".into(), &0.into(), &"/users/:id".into()));
+    assert_eq!((&attrs[1]["name"], &attrs[1]["value"]), (&"worker".into(), &"w0".into()));
+    // The raw value is still shown as any long value: its first 64 bytes.
+    assert_eq!(t0["hex"].as_str().unwrap().len(), 128);
+    assert_eq!(t0["truncated"], true);
+    for tid in [tids[1], tids[2]] {
+        let t = thread(tid);
+        // Nothing but `valid` of a record that is not: its bytes mean nothing.
+        assert_eq!(t["otel"], serde_json::json!({"valid": 0}), "tid {tid}: {t}");
+    }
+
+    let text = stdout(&tld(&["dump", &pid, "--path", &path]));
+    let row = |tid: i32| {
+        text.lines().find(|l| l.trim_start().starts_with(&tid.to_string())).unwrap_or_else(|| panic!("{text}")).to_string()
+    };
+    let r0 = row(tids[0]);
+    let want = format!("trace={} span={} flags=01 valid=1 http.route=\"/users/:id\" worker=\"w0\"", hex(&TRACE), hex(&[0x11; 8]));
+    assert!(r0.contains(&want), "{r0:?} lacks {want:?}");
+    assert!(row(tids[1]).ends_with("valid=0"), "{text}");
+    assert!(row(tids[2]).ends_with("valid=0"), "{text}");
+    w.quit();
+}
+
+/// The `tld top --by otel.*` workload: two threads that, after `register`
+/// (the attribute names enter the key map) and `go`, twice run span 0x11
+/// (route /a) for 240 ms of CPU, span 0x22 (route /b) for 120 ms, then no
+/// span for 40 ms; both spans in trace TRACE.
+fn otel_top_body(ack: &mut File, cmds: &mut BufReader<File>) {
+    let go = std::sync::Arc::new(std::sync::Barrier::new(PHASE_THREADS + 1));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let workers: Vec<_> = (0..PHASE_THREADS)
+        .map(|i| {
+            let (go, ready) = (go.clone(), ready_tx.clone());
+            std::thread::spawn(move || {
+                assert!(!tld_otel::current().unwrap().valid);
+                ready.send(()).unwrap();
+                go.wait();
+                let worker = format!("w{i}");
+                for _ in 0..2 {
+                    for (id, route, ms) in [(0x11, Some("/a"), 240), (0x22, Some("/b"), 120), (0, None, 40)] {
+                        match route {
+                            Some(r) => tld_otel::set(&span(id), &[("worker", &worker), ("route", r)]).unwrap(),
+                            None => tld_otel::clear().unwrap(),
+                        }
+                        let end = thread_cpu() + Duration::from_millis(ms);
+                        while thread_cpu() < end {
+                            let tick = thread_cpu() + Duration::from_millis(1);
+                            while thread_cpu() < tick {
+                                std::hint::spin_loop();
+                            }
+                            std::thread::sleep(Duration::from_micros(20));
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for _ in 0..PHASE_THREADS {
+        ready_rx.recv().unwrap();
+    }
+    writeln!(ack, "ready").unwrap();
+    let mut line = String::new();
+    cmds.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "register");
+    tld_otel::AttributeKey::register("worker").unwrap();
+    tld_otel::AttributeKey::register("route").unwrap();
+    writeln!(ack, "ok").unwrap();
+    line.clear();
+    cmds.read_line(&mut line).unwrap();
+    go.wait();
+    for w in workers {
+        w.join().unwrap();
+    }
+}
+
+fn spawn_top(pid: i32, by: &str, interval: &str, path: &str) -> std::process::Child {
+    Command::new(TLD)
+        .args(["top", &pid.to_string(), "--by", by, "--json", "--interval", interval, "--path", path])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The last document of a finished `tld top --json`, checked for success.
+fn last_doc(child: std::process::Child) -> Value {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "tld top: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().expect("documents")).unwrap();
+    assert_eq!(last["exited"], true, "{last}");
+    last
+}
+
+/// Total CPU ns per row label: a value's text (attribute) or hex, or the
+/// status in parentheses.
+fn by_label(doc: &Value) -> std::collections::BTreeMap<String, u64> {
+    let mut m = std::collections::BTreeMap::new();
+    for row in doc["rows"].as_array().unwrap() {
+        let label = match row["status"].as_str().unwrap() {
+            "value" => row["value"].get("text").unwrap_or(&row["value"]["hex"]).as_str().unwrap().to_string(),
+            other => format!("({other})"),
+        };
+        *m.entry(label).or_insert(0u64) += row["total_cpu_ns"].as_u64().unwrap();
+    }
+    m
+}
+
+/// Checks the share of each label in the time charged to all of them
+/// (within generous bounds: the attribution, not the timing).
+fn check_shares(what: &str, doc: &Value, shares: &[(&str, f64)]) {
+    let m = by_label(doc);
+    let total: u64 = shares.iter().map(|(l, _)| m.get(*l).copied().unwrap_or(0)).sum();
+    let want_total = PHASE_THREADS as f64 * 0.8e9;
+    assert!(
+        (total as f64) > 0.7 * want_total && (total as f64) < 1.5 * want_total,
+        "{what}: {total} ns charged, expected about {want_total}: {m:?}"
+    );
+    for (label, share) in shares {
+        let got = m.get(*label).copied().unwrap_or(0) as f64 / total as f64;
+        assert!((got - share).abs() < 0.12, "{what}: {label}: {got:.3} of the time, expected {share}: {m:?}");
+    }
+}
+
+/// `tld top --by otel.attr.route / otel.span_id / otel.trace_id` against
+/// the workload above: each span, trace and route value gets its share,
+/// time without a span is "(none)", and an attribute name not registered
+/// yet is looked up until it is.
+fn top_charges_cpu_time_to_otel_fields() {
+    let dir = PinDir::new("otel-top");
+    let map = pin(&dir, &[]);
+    let path = map.to_str().unwrap().to_string();
+    let mut w = Workload::fork(|cmd, ack| otel_child(&map, cmd, ack, otel_top_body));
+    let pid = w.pid;
+    assert_eq!(w.read_ack(), "ready");
+
+    // Not registered yet: said in the header, and in JSON.
+    let text = stdout(&tld(&["top", &pid.to_string(), "--by", "otel.attr.route", "--count", "1", "--interval", "0.1", "--path", &path]));
+    assert!(text.contains("not in the process's attribute key map yet"), "{text}");
+    let bad = tld(&["top", &pid.to_string(), "--by", "otel.attr.", "--path", &path]);
+    assert_eq!(code(&bad), 2, "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("needs an attribute name"), "{}", stderr(&bad));
+
+    let mut route = spawn_top(pid, "otel.attr.route", "0.1", &path);
+    let spans = spawn_top(pid, "otel.span_id", "0.5", &path);
+    let traces = spawn_top(pid, "otel.trace_id", "0.5", &path);
+    let mut lines = BufReader::new(route.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().expect("a first document").unwrap()).unwrap();
+    assert_eq!(first["by"], "otel.attr.route");
+    assert_eq!(first["key"]["name"], "otel.thread_ctx_v1");
+    assert_eq!(first["attribute"], serde_json::json!({"name": "route", "index": null}), "{first}");
+    w.send("register");
+    // The next documents find it: "worker" is index 0, "route" 1.
+    loop {
+        let doc: Value = serde_json::from_str(&lines.next().expect("documents").unwrap()).unwrap();
+        if doc["attribute"]["index"] == 1 {
+            break;
+        }
+        assert!(doc["attribute"]["index"].is_null(), "{doc}");
+    }
+    writeln!(w.cmd.as_mut().unwrap(), "go").unwrap();
+    let mut last = Value::Null;
+    for line in lines {
+        last = serde_json::from_str(&line.unwrap()).expect("JSON line");
+    }
+    assert!(route.wait().unwrap().success());
+    assert_eq!(last["exited"], true, "{last}");
+    w.reap();
+    check_shares("by route", &last, &[("/a", 0.6), ("/b", 0.3), ("(none)", 0.1)]);
+    let (x, y) = (hex(&[0x11; 8]), hex(&[0x22; 8]));
+    check_shares("by span", &last_doc(spans), &[(&x, 0.6), (&y, 0.3), ("(none)", 0.1)]);
+    check_shares("by trace", &last_doc(traces), &[(&hex(&TRACE), 0.9), ("(none)", 0.1)]);
+}
+
 /// A 16-byte pin (`tld pin --layout 16`) is read by status, keys and dump
 /// like a 24-byte one; a registration stamped by another image is reported
 /// stale, without its values. Registered by hand (DESIGN.md §2 layouts).
@@ -1130,6 +1409,11 @@ fn main() {
             layout16_and_stale_registrations,
         ),
         ("runtime_with_a_16_byte_pin", runtime_with_a_16_byte_pin),
+        ("dump_decodes_otel_records", dump_decodes_otel_records),
+        (
+            "top_charges_cpu_time_to_otel_fields",
+            top_charges_cpu_time_to_otel_fields,
+        ),
     ];
     let filter: Vec<String> = std::env::args()
         .skip(1)

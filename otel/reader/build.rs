@@ -1,4 +1,5 @@
-//! Builds what the readers need: the BPF object `otel_read` (clang, through
+//! Builds what the readers need: the BPF object `otel_read` (clang, and
+//! clang-19 as `otel_read_clang19`, through
 //! libbpf-cargo, against a `vmlinux.h` dumped from the running kernel's BTF
 //! with bpftool), and the plain C `__thread` store the benchmark compares
 //! against. The publisher binaries export `otel_thread_ctx_v1`, as an
@@ -13,6 +14,7 @@ fn main() {
         println!("cargo:rerun-if-changed={path}");
     }
     println!("cargo:rerun-if-env-changed=CLANG");
+    println!("cargo:rerun-if-env-changed=CLANG_UPSTREAM");
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
 
     let btf = "/sys/kernel/btf/vmlinux";
@@ -32,6 +34,15 @@ fn main() {
         .clang_args(["-I".into(), out.clone().into_os_string(), format!("-DOTEL_READ_PAGE_SIZE={page}").into(), "-Wall".into()])
         .build()
         .unwrap_or_else(|e| panic!("compiling src/bpf/otel_read.bpf.c: {e:#}"));
+    // tld.bpf.h's OpenTelemetry helpers as clang >= 15 compiles them too.
+    let clang19 = env::var_os("CLANG_UPSTREAM").unwrap_or_else(|| "clang-19".into());
+    libbpf_cargo::SkeletonBuilder::new()
+        .source("src/bpf/otel_read.bpf.c")
+        .obj(out.join("otel_read_clang19.bpf.o"))
+        .clang(&clang19)
+        .clang_args(["-I".into(), out.clone().into_os_string(), format!("-DOTEL_READ_PAGE_SIZE={page}").into(), "-Wall".into()])
+        .build()
+        .unwrap_or_else(|e| panic!("compiling src/bpf/otel_read.bpf.c with {} (CLANG_UPSTREAM): {e:#}", clang19.to_string_lossy()));
 
     cc::Build::new().file("c/tls_baseline.c").opt_level(2).compile("tls_baseline");
     println!("cargo:rustc-link-arg-bin=otel_publisher=-Wl,--export-dynamic-symbol=otel_thread_ctx_v1");

@@ -18,12 +18,17 @@
  *   call: a name search over every slot up to the key's (the bench makes it
  *   the last of 1, 16 or 63 keys).
  *
+ * - otel_record: tld_object_init() + tld_otel_record() of a valid record;
+ * - otel_attr: tld_object_init() + tld_otel_attr() of the record's second
+ *   attribute (key-index 1, after one of index 0).
+ *
  * Run by `cargo bench -p tld-bpf --bench bpf_cost` (benches/bpf_cost.rs).
  */
 #include "tld_prog.h"
 
 struct tld_keys {
 	tld_key_t hint;
+	tld_key_t otel;
 };
 
 struct bench_ctx {
@@ -102,4 +107,22 @@ BENCH(bench_cold_get, if (ctx->err) return 0, {
 BENCH(bench_storage1, , {
 	if (bpf_task_storage_get(&tld_data_map, task, 0, 0))
 		hits++;
+})
+
+#define OTEL_LOCALS struct tld_otel_record *rec = 0; __u8 buf[64] = {}; int r = 0; (void)rec; (void)buf; (void)r
+
+BENCH(bench_otel_record, OTEL_LOCALS, {
+	if (!tld_object_init(task, &tld)) {
+		rec = tld_otel_record(&tld, otel);
+		if (rec)
+			hits += rec->span_id[0];
+	}
+})
+
+BENCH(bench_otel_attr, OTEL_LOCALS, {
+	if (!tld_object_init(task, &tld)) {
+		r = tld_otel_attr(&tld, otel, 1, buf, sizeof(buf));
+		if (r > 0)
+			hits += r;
+	}
 })

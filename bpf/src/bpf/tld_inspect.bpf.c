@@ -5,7 +5,8 @@
  * loader), for the `tld` command-line tool. Generic: no key name is
  * compiled in; it walks the metadata page and the data page through the
  * UPTRs of each thread's map value and writes struct tld_inspect_key /
- * struct tld_inspect_task records (tld_inspect.h) with bpf_seq_write().
+ * struct tld_inspect_task records (tld_inspect.h) with bpf_seq_write(),
+ * and the whole value of one key the loader names (struct tld_inspect_full).
  *
  * It reads memory that an untrusted process controls, so every count, size
  * and offset read is bounded before use: a cnt beyond the slot count is
@@ -34,6 +35,9 @@ const volatile int target_tgid = 0;
 const volatile int target_tid = 0;
 /* Write key records (else only task records, for counting). */
 const volatile int emit_keys = 1;
+/* A key whose whole value (up to TLD_INSPECT_FULL_MAX bytes) is written too,
+ * NUL padded; empty: none. */
+const volatile char full_key[TLD_NAME_LEN] = {};
 
 /*
  * Scratch space for one key record (too big for the stack). The task member
@@ -43,6 +47,7 @@ const volatile int emit_keys = 1;
 struct inspect_scratch {
 	struct tld_inspect_key key;
 	struct tld_inspect_task task;
+	struct tld_inspect_full full;
 };
 
 struct {
@@ -125,6 +130,15 @@ int tld_inspect(struct bpf_iter__task *ctx)
 			k->in_page = key.in_page;
 			k->value_len = tld_walk_copy(k->value, TLD_INSPECT_VALUE_MAX, &w, &key);
 			bpf_seq_write(seq, k, sizeof(*k));
+			if (full_key[0] && key.in_page && key.name[0] == full_key[0] &&
+			    !bpf_strncmp(key.name, TLD_NAME_LEN, (const char *)full_key)) {
+				scratch->full.kind = TLD_INSPECT_KIND_FULL;
+				scratch->full.tid = t.tid;
+				scratch->full.slot = i;
+				scratch->full.len = tld_walk_copy(scratch->full.value,
+								  TLD_INSPECT_FULL_MAX, &w, &key);
+				bpf_seq_write(seq, &scratch->full, sizeof(scratch->full));
+			}
 		}
 	}
 out:

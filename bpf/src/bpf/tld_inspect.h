@@ -11,9 +11,12 @@
 
 #define TLD_INSPECT_KIND_KEY 1
 #define TLD_INSPECT_KIND_TASK 2
+#define TLD_INSPECT_KIND_FULL 3
 
 /* Bytes of a value copied out at most (longer values are truncated). */
 #define TLD_INSPECT_VALUE_MAX 64
+/* Bytes of the full value of the key full_key names, copied out at most. */
+#define TLD_INSPECT_FULL_MAX 640
 /* Bytes of a key name on the wire, NUL included (not always present). */
 #define TLD_INSPECT_NAME_LEN 62
 /* Key offsets saturate here (past any page). */
@@ -37,6 +40,19 @@ struct tld_inspect_key {
 	__u8 value_len;			/* bytes of value[] filled (0 unless in_page) */
 	char name[TLD_INSPECT_NAME_LEN];	/* raw bytes of the slot's name */
 	__u8 value[TLD_INSPECT_VALUE_MAX];	/* first value_len bytes of the value */
+};
+
+/*
+ * The value of the key the loader named in full_key, up to
+ * TLD_INSPECT_FULL_MAX bytes; follows that key's record when the value lies
+ * in the page (for `tld dump` to decode OpenTelemetry records).
+ */
+struct tld_inspect_full {
+	__u32 kind;			/* TLD_INSPECT_KIND_FULL */
+	__s32 tid;
+	__u16 slot;
+	__u16 len;			/* bytes of value[] filled */
+	__u8 value[TLD_INSPECT_FULL_MAX];
 };
 
 /* One thread with a tld_data_map entry; follows its key records. */

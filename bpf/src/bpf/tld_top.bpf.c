@@ -5,7 +5,10 @@
  * belongs to the target process, to the value the task's key KEY holds at
  * that moment, read through tld.bpf.h (tld_object_init() + tld_get_data(),
  * with the key cache) as any consumer would. The loader sets the
- * target, the key's name and size in .rodata before loading.
+ * target, the key's name and size in .rodata before loading. With by_field
+ * it charges to a field of the thread's OpenTelemetry record instead
+ * (tld_otel_record(), tld_otel_attr()): its span id, its trace id, or the
+ * value of one attribute (its first TLD_TOP_VALUE_MAX bytes).
  *
  * A thread is charged when it leaves the CPU: a thread that changes its
  * value in the middle of a slice has the whole slice charged to the value it
@@ -31,6 +34,15 @@ const volatile __u32 key_size = 1;
 /* 0: charge every slice to TLD_TOP_NO_DATA without reading TLD (the
  * benchmark's baseline: what the program costs without tld). */
 const volatile int read_tld = 1;
+/* TLD_TOP_BY_*: a plain key, or a field of the OpenTelemetry record. */
+const volatile int by_field = TLD_TOP_BY_KEY;
+
+/*
+ * With TLD_TOP_BY_ATTR: the attribute's key-index, written by user space
+ * once the name is in the process context's attribute key map (its own
+ * section, so that the write does not touch `dropped`).
+ */
+__u32 attr_index SEC(".data.attr") = TLD_TOP_NO_INDEX;
 
 /* Buckets that did not fit TLD_TOP_MAX_BUCKETS. */
 __u64 dropped = 0;
@@ -50,6 +62,40 @@ struct {
 	__type(value, struct tld_top_time);
 } top_time SEC(".maps");
 
+/* Fill @k with the OpenTelemetry field by_field of @task's record. */
+static __always_inline void read_otel(struct tld_object *tld, struct tld_top_key *k)
+{
+	struct tld_otel_record *rec;
+	int n;
+
+	if (by_field == TLD_TOP_BY_ATTR) {
+		n = tld_otel_attr(tld, by, __tld_read_once(attr_index), k->value, TLD_TOP_VALUE_MAX);
+		if (n == -ENODATA) {
+			k->status = TLD_TOP_NO_RECORD;
+		} else if (n < 0) {
+			k->status = TLD_TOP_NO_ATTR;
+		} else {
+			k->status = TLD_TOP_VALUE;
+			k->len = n < TLD_TOP_VALUE_MAX ? n : TLD_TOP_VALUE_MAX;
+			k->full_len = n;
+		}
+		return;
+	}
+	rec = tld_otel_record(tld, by);
+	if (!rec) {
+		k->status = TLD_TOP_NO_RECORD;
+		return;
+	}
+	k->status = TLD_TOP_VALUE;
+	if (by_field == TLD_TOP_BY_SPAN_ID) {
+		__builtin_memcpy(k->value, rec->span_id, 8);
+		k->len = 8;
+	} else {
+		__builtin_memcpy(k->value, rec->trace_id, 16);
+		k->len = 16;
+	}
+}
+
 /* Fill @k with what @task's key holds now. */
 static __always_inline void read_value(struct task_struct *task, struct tld_top_key *k)
 {
@@ -60,6 +106,10 @@ static __always_inline void read_value(struct task_struct *task, struct tld_top_
 	k->status = TLD_TOP_NO_DATA;
 	if (!read_tld || tld_object_init(task, &tld))
 		return;
+	if (by_field != TLD_TOP_BY_KEY) {
+		read_otel(&tld, k);
+		return;
+	}
 	p = tld_get_data(&tld, by, (const char *)key_name, key_size);
 	k->status = TLD_TOP_NO_KEY;
 	if (!p)

@@ -22,6 +22,47 @@ struct ReadCtx {
     reserved: [u8; 3],
 }
 
+/// `struct otel_helper_ctx` (src/bpf/otel_read.h).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct HelperCtx {
+    tid: i32,
+    attr_index: u32,
+    err: i32,
+    found: u8,
+    trace_flags: u8,
+    attrs_data_size: u16,
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    attr_ret: i32,
+    attrs_copied: u32,
+    attr_value: [u8; 64],
+}
+
+/// A record's fields as `tld_otel_record()` gave them: (trace id, span id,
+/// trace flags, attrs-data).
+pub type HelperFields = ([u8; 16], [u8; 8], u8, Vec<u8>);
+
+/// What tld.bpf.h's `tld_otel_record()` and `tld_otel_attr()` gave a BPF
+/// program for one thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HelperRecord {
+    /// `tld_otel_record()`'s record (None: it returned NULL).
+    pub record: Option<HelperFields>,
+    /// `tld_otel_attr()`: the value (its first 64 bytes) and full length,
+    /// or its `-errno` (`ENODATA`: no valid record, `ENOENT`: no such attribute).
+    pub attr: Result<(Vec<u8>, usize), i32>,
+}
+
+/// Which compiler built the object a [`RecordReader`] loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compiler {
+    /// `clang` (14 on the reference system; `CLANG` overrides it).
+    Clang,
+    /// `clang-19` (`CLANG_UPSTREAM` overrides it).
+    Clang19,
+}
+
 /// What BPF read of one thread's record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BpfRecord {
@@ -41,12 +82,30 @@ pub struct RecordReader {
 }
 
 const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/otel_read.bpf.o"));
+const OBJECT_CLANG19: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/otel_read_clang19.bpf.o"));
 
 impl RecordReader {
     /// Loads the program and creates its `tld_data_map`.
     pub fn load() -> Result<RecordReader, String> {
-        let open = ObjectBuilder::default().open_memory(OBJECT).map_err(|e| format!("opening otel_read: {e}"))?;
-        let object = open.load().map_err(|e| format!("loading otel_read (see the libbpf log above): {e}"))?;
+        Self::load_with(Compiler::Clang, None)
+    }
+
+    /// Loads the object `compiler` built, sharing `share`'s `tld_data_map`
+    /// (a new one when None).
+    pub fn load_with(compiler: Compiler, share: Option<&RecordReader>) -> Result<RecordReader, String> {
+        let bytes = match compiler {
+            Compiler::Clang => OBJECT,
+            Compiler::Clang19 => OBJECT_CLANG19,
+        };
+        let mut open = ObjectBuilder::default().open_memory(bytes).map_err(|e| format!("opening otel_read: {e}"))?;
+        if let Some(other) = share {
+            let fd = other.data_map_fd();
+            let mut map = open.maps_mut().find(|m| m.name() == "tld_data_map").expect("otel_read has tld_data_map");
+            // SAFETY: the fd belongs to `other`'s object, alive during this call; libbpf dups it.
+            map.reuse_fd(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
+                .map_err(|e| format!("sharing tld_data_map: {e}"))?;
+        }
+        let object = open.load().map_err(|e| format!("loading otel_read ({compiler:?}; see the libbpf log above): {e}"))?;
         Ok(RecordReader { object, pin: None })
     }
 
@@ -106,6 +165,46 @@ impl RecordReader {
     }
 }
 
+impl RecordReader {
+    /// Runs `read_helper` for thread `tid`, `tld_otel_attr()` looking for
+    /// key-index `attr_index`; `Err` carries `-errno` (`ESRCH`, `ENODATA`).
+    pub fn read_helper(&self, tid: i32, attr_index: u32) -> Result<HelperRecord, i32> {
+        // SAFETY: HelperCtx is plain data; all zero is a valid value.
+        let mut ctx: HelperCtx = unsafe { std::mem::zeroed() };
+        ctx.tid = tid;
+        ctx.attr_index = attr_index;
+        // SAFETY: HelperCtx is plain data without padding.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut((&mut ctx as *mut HelperCtx).cast::<u8>(), std::mem::size_of::<HelperCtx>())
+        };
+        let prog = self.object.progs_mut().find(|p| p.name() == "read_helper").expect("otel_read has read_helper");
+        let input = ProgramInput { context_in: Some(bytes), ..Default::default() };
+        prog.test_run(input).map_err(|e| {
+            eprintln!("running read_helper: {e}");
+            -libc::EIO
+        })?;
+        if ctx.err != 0 {
+            return Err(ctx.err);
+        }
+        let record = if ctx.found != 0 {
+            let bss = self.object.maps().find(|m| m.name().to_string_lossy().ends_with(".bss")).expect("otel_read has .bss");
+            let global = bss.lookup(&0u32.to_ne_bytes(), MapFlags::ANY).map_err(|_| -libc::EIO)?.ok_or(-libc::EIO)?;
+            // helper_attrs follows record_bytes (READ_MAX bytes) in .bss.
+            let attrs = global[READ_MAX..READ_MAX + ctx.attrs_copied as usize].to_vec();
+            Some((ctx.trace_id, ctx.span_id, ctx.trace_flags, attrs))
+        } else {
+            None
+        };
+        let attr = if ctx.attr_ret < 0 {
+            Err(ctx.attr_ret)
+        } else {
+            let n = (ctx.attr_ret as usize).min(ctx.attr_value.len());
+            Ok((ctx.attr_value[..n].to_vec(), ctx.attr_ret as usize))
+        };
+        Ok(HelperRecord { record, attr })
+    }
+}
+
 impl Drop for RecordReader {
     fn drop(&mut self) {
         if let Some(path) = &self.pin {
@@ -123,5 +222,6 @@ mod tests {
     fn ctx_size_matches_the_c_struct() {
         // 5 words, then the flag and its padding.
         assert_eq!(std::mem::size_of::<super::ReadCtx>(), 24);
+        assert_eq!(std::mem::size_of::<super::HelperCtx>(), 112);
     }
 }

@@ -3,61 +3,21 @@
 //!
 //! - [`bpf::RecordReader`]: a BPF program reading a thread's record through
 //!   `tld_data_map` and the key `otel.thread_ctx_v1` (tld.bpf.h);
-//! - [`context::read_process_context`]: OTEP 4719's reading protocol;
+//! - [`context::read_process_context`]: OTEP 4719's reading protocol (from
+//!   the `tld-otel-context` crate, which the `tld` command uses too);
 //! - [`tls`]: OTEP 4947's TLS discovery, from `.dynsym` to each thread's record.
 //!
 //! The publisher programs they read are `src/bin/otel_publisher.rs` (Rust)
 //! and `c/otel_publisher.c` (C, against libtld).
 
 pub mod bpf;
-pub mod context;
+/// OTEP 4719's reading protocol (the `tld-otel-context` crate, shared with the `tld` command).
+pub mod context {
+    pub use tld_otel_context::process::*;
+}
 pub mod tls;
 
-/// One line of /proc/PID/maps.
-#[derive(Clone, Debug)]
-pub struct Mapping {
-    pub start: u64,
-    pub end: u64,
-    pub file_offset: u64,
-    pub name: String,
-}
-
-/// The mappings of `pid`.
-pub fn maps(pid: i32) -> Result<Vec<Mapping>, String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| format!("/proc/{pid}/maps: {e}"))?;
-    Ok(text
-        .lines()
-        .filter_map(|line| {
-            let mut f = line.split_whitespace();
-            let (range, _perms, offset) = (f.next()?, f.next()?, f.next()?);
-            let (_dev, _inode) = (f.next()?, f.next()?);
-            let name = f.collect::<Vec<_>>().join(" ");
-            let (s, e) = range.split_once('-')?;
-            Some(Mapping {
-                start: u64::from_str_radix(s, 16).ok()?,
-                end: u64::from_str_radix(e, 16).ok()?,
-                file_offset: u64::from_str_radix(offset, 16).ok()?,
-                name,
-            })
-        })
-        .collect())
-}
-
-/// Reads `buf.len()` bytes at `addr` of process `pid` with
-/// `process_vm_readv`, which fails cleanly on unmapped memory.
-pub fn read_memory(pid: i32, addr: u64, buf: &mut [u8]) -> Result<(), String> {
-    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
-    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-    if n != buf.len() as isize {
-        return Err(format!(
-            "reading {} bytes at {addr:#x} of process {pid}: {}",
-            buf.len(),
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
-}
+pub use tld_otel_context::{maps, read_memory, Mapping};
 
 /// Whether kernel tests can run; without privileges they are skipped with
 /// a message, except under `CI=true`, where that is a failure.

@@ -16,7 +16,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use tld_otel_reader::bpf::RecordReader;
+use tld_otel_reader::bpf::{Compiler, RecordReader};
 use tld_otel_reader::context::{read_process_context, AnyValue, ProcessContext};
 use tld_otel_reader::tls::{read_thread, tls_symbols};
 use tld_otel_reader::kernel_tests_enabled;
@@ -58,6 +58,8 @@ struct Publisher {
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     tids: Vec<i32>,
+    /// A thread that is registered but never published (Rust publisher only).
+    idle: Option<i32>,
 }
 
 impl Drop for Publisher {
@@ -73,13 +75,17 @@ impl Publisher {
         cmd.env("TLD_MAP_PATH", map).env("TLD_PIN_WATCH", "0").stdin(Stdio::piped()).stdout(Stdio::piped());
         let mut child = cmd.spawn().expect("starting the publisher");
         let stdin = child.stdin.take().unwrap();
-        let mut p = Publisher { stdout: BufReader::new(child.stdout.take().unwrap()), stdin, child, tids: vec![] };
+        let mut p = Publisher { stdout: BufReader::new(child.stdout.take().unwrap()), stdin, child, tids: vec![], idle: None };
         loop {
             let line = p.line();
             if line == "ready" {
                 break;
             }
             let f: Vec<&str> = line.split_whitespace().collect();
+            if f[0] == "idle" {
+                p.idle = Some(f[1].parse().unwrap());
+                continue;
+            }
             assert_eq!(f[0], "thread", "unexpected line {line:?}");
             let (i, tid): (usize, i32) = (f[1].parse().unwrap(), f[2].parse().unwrap());
             if p.tids.len() <= i {
@@ -146,10 +152,55 @@ fn check_context(ctx: &ProcessContext, service: &str) {
     assert!(ctx.mapping_name.starts_with("/memfd:OTEL_CTX"), "{}", ctx.mapping_name);
 }
 
+/// The attrs-data the publishers write for `attrs` (in order), by the key map.
+fn encode_attrs(attrs: &[(String, String)], key_map: &[String]) -> Vec<u8> {
+    let mut out = vec![];
+    for (k, v) in attrs {
+        out.push(key_map.iter().position(|n| n == k).unwrap_or_else(|| panic!("{k} not in {key_map:?}")) as u8);
+        out.push(v.len() as u8);
+        out.extend_from_slice(v.as_bytes());
+    }
+    out
+}
+
+/// Checks what tld.bpf.h's `tld_otel_record()` and `tld_otel_attr()` give
+/// a BPF program (built by each compiler) for every thread.
+fn check_helpers(p: &Publisher, readers: &[&RecordReader], lang: u8, nested: Option<bool>, key_map: &[String]) {
+    let route = key_map.iter().position(|n| n == "http.route").expect("http.route in the key map") as u32;
+    let absent = key_map.len() as u32 + 3;
+    for (r, bpf) in readers.iter().enumerate() {
+        for (i, &tid) in p.tids.iter().enumerate() {
+            let h = bpf.read_helper(tid, route).unwrap_or_else(|e| panic!("reader {r}: helper read of thread {i}: {e}"));
+            match nested {
+                None => {
+                    assert_eq!(h.record, None, "reader {r}: thread {i}: tld_otel_record() after clear");
+                    assert_eq!(h.attr, Err(-libc::ENODATA), "reader {r}: thread {i}: tld_otel_attr() after clear");
+                }
+                Some(nested) => {
+                    let (trace, span, attrs) = expected(lang, i, nested);
+                    let want = (trace, span, 1u8, encode_attrs(&attrs, key_map));
+                    assert_eq!(h.record, Some(want), "reader {r}: thread {i}: tld_otel_record()");
+                    let value = attrs[0].1.as_bytes().to_vec();
+                    assert_eq!(h.attr, Ok((value.clone(), value.len())), "reader {r}: thread {i}: http.route");
+                    let missing = bpf.read_helper(tid, absent).unwrap();
+                    assert_eq!(missing.attr, Err(-libc::ENOENT), "reader {r}: thread {i}: an index no entry has");
+                }
+            }
+        }
+        if let Some(idle) = p.idle {
+            let h = bpf.read_helper(idle, route).expect("helper read of the idle thread");
+            assert_eq!(h.record, None, "reader {r}: a thread that never published has no record");
+            assert_eq!(h.attr, Err(-libc::ENODATA));
+        }
+    }
+}
+
 /// Checks every thread through the three readers, in one phase.
 fn check_threads(p: &Publisher, bpf: &RecordReader, lang: u8, nested: Option<bool>, symbols: usize) {
     let ctx = read_process_context(p.pid()).expect("OTEP 4719 read");
     let key_map = ctx.key_map();
+    let bpf19 = RecordReader::load_with(Compiler::Clang19, Some(bpf)).expect("load otel_read built by clang-19");
+    check_helpers(p, &[bpf, &bpf19], lang, nested, &key_map);
     let syms = tls_symbols(p.pid()).expect("OTEP 4947 discovery");
     assert_eq!(syms.len(), symbols, "exported otel_thread_ctx_v1 symbols: {syms:?}");
     for (i, &tid) in p.tids.iter().enumerate() {
@@ -186,6 +237,7 @@ fn scenario(name: &str, cmd: Command, lang: u8, service: &str, symbols: usize) {
     let dir = PathBuf::from(format!("/sys/fs/bpf/tld-otel-test-{}-{name}", std::process::id()));
     let map = bpf.pin(&dir).expect("pin");
     let mut p = Publisher::start(cmd, &map);
+    assert_eq!(p.idle.is_some(), lang == 0x7e, "the Rust publisher (only) reports an idle thread");
     check_context(&read_process_context(p.pid()).expect("OTEP 4719 read"), service);
     check_threads(&p, &bpf, lang, Some(false), symbols);
     p.command("nested");

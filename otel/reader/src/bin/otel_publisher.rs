@@ -5,6 +5,8 @@
 //! - out `thread <i> <tid>` per thread, then `ready`: every thread published
 //!   its span (trace id `[i + 1; 16]` with byte 0 = 0x7e, span id
 //!   `[0x10 + i; 8]`, flags 1, `http.route=/route/<i>`, `worker=w<i>`);
+//! - Rust only, before `ready`: `idle <tid>`, a thread that read its record
+//!   (so it is registered, with the key) but never published a span;
 //! - in `nested`: each thread opens a scope (span id `[0x20 + i; 8]`,
 //!   `http.route=/nested/<i>`, `db.system=sqlite`); `unnest` closes it;
 //!   `clear` clears; `exit` ends. Each is answered `ok <command>`.
@@ -169,6 +171,16 @@ pub fn main() {
         }
     };
     wait_for(THREADS);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let record = tld_otel::current().expect("reading the idle thread's record");
+        assert!(!record.valid, "a fresh thread's record is not valid");
+        tx.send(unsafe { libc::syscall(libc::SYS_gettid) }).unwrap();
+        loop {
+            std::thread::park();
+        }
+    });
+    println!("idle {}", rx.recv().unwrap());
     println!("ready");
     let mut lines = std::io::stdin().lock().lines();
     loop {

@@ -26,10 +26,15 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
  * The bytes read, in .bss: a context may not be written at a variable
  * offset. One reader at a time per loaded object.
  */
-__u8 record_bytes[OTEL_READ_MAX];
+struct {
+	__u8 record_bytes[OTEL_READ_MAX];
+	/* read_helper's copy of attrs-data: at OTEL_READ_MAX in .bss. */
+	__u8 helper_attrs[TLD_OTEL_ATTRS_MAX];
+} bytes_out;
 
 struct tld_keys {
 	tld_key_t record;
+	tld_key_t otel;
 };
 
 extern struct task_struct *bpf_task_from_vpid(s32 vpid) __ksym __weak;
@@ -88,9 +93,58 @@ int read_record(struct otel_read_ctx *ctx)
 		barrier_var(at);
 		if (at >= __PAGE_SIZE)
 			break;
-		record_bytes[i] = page[at];
+		bytes_out.record_bytes[i] = page[at];
 		ctx->copied = i + 1;
 	}
+out:
+	bpf_task_release(task);
+	return 0;
+}
+
+/*
+ * The consumer's way: tld_otel_record() gives the valid record or NULL,
+ * tld_otel_attr() one attribute by key-index. The attrs-data bytes are
+ * copied out too (bounded by the slot the record claims), for the test to
+ * compare with what the API set.
+ */
+SEC("syscall")
+int read_helper(struct otel_helper_ctx *ctx)
+{
+	__u8 value[OTEL_HELPER_VALUE_MAX] = {};
+	struct tld_otel_record *rec;
+	struct task_struct *task;
+	struct tld_object tld;
+	__u32 n;
+	int err;
+
+	ctx->found = 0;
+	ctx->attrs_copied = 0;
+	ctx->attr_ret = 0;
+	task = bpf_task_from_vpid ? bpf_task_from_vpid(ctx->tid) : bpf_task_from_pid(ctx->tid);
+	if (!task) {
+		ctx->err = -ESRCH;
+		return 0;
+	}
+	err = tld_object_init(task, &tld);
+	ctx->err = err;
+	if (err)
+		goto out;
+	/* Into the stack: a helper may not write a syscall program's context. */
+	ctx->attr_ret = tld_otel_attr(&tld, otel, ctx->attr_index, value, OTEL_HELPER_VALUE_MAX);
+	__builtin_memcpy(ctx->attr_value, value, OTEL_HELPER_VALUE_MAX);
+	rec = tld_otel_record(&tld, otel);
+	if (!rec)
+		goto out;
+	ctx->found = 1;
+	__builtin_memcpy(ctx->trace_id, rec->trace_id, 16);
+	__builtin_memcpy(ctx->span_id, rec->span_id, 8);
+	ctx->trace_flags = rec->trace_flags;
+	n = rec->attrs_data_size;
+	ctx->attrs_data_size = n;
+	if (n > TLD_OTEL_ATTRS_MAX)
+		n = TLD_OTEL_ATTRS_MAX;
+	if (!bpf_probe_read_kernel(bytes_out.helper_attrs, n, rec->attrs_data))
+		ctx->attrs_copied = n;
 out:
 	bpf_task_release(task);
 	return 0;

@@ -1,6 +1,9 @@
 //! An out-of-process reader of the OTEP 4719 process context, written from
 //! the OTEP's reading protocol, with its own protobuf decoder (so it checks
 //! the publisher's encoding rather than sharing it).
+//!
+//! The attribute key map (`threadlocal.attribute_key_map`) it yields names
+//! the key indexes of thread records ([`crate::record`]).
 
 use crate::{maps, read_memory};
 
