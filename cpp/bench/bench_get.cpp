@@ -19,7 +19,13 @@
 
 #include <tld/tld.hpp>
 
+#include "timing.hpp"
+
 namespace {
+
+using bench::keep;
+using bench::median;
+using bench::time_ns_per_op;
 
 thread_local std::uint64_t plain_value;
 
@@ -28,30 +34,12 @@ thread_local std::uint64_t plain_value;
 thread_local std::uint8_t* plain_base;
 volatile std::uint16_t plain_offset = 0;
 
-// Keeps each store: without it the compiler may merge a loop of stores into one.
-inline void keep() { std::atomic_signal_fence(std::memory_order_seq_cst); }
-
-double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-}
-
-double time_ns_per_op(long iterations, const std::function<void(long)>& loop) {
-    auto start = std::chrono::steady_clock::now();
-    loop(iterations);
-    auto end = std::chrono::steady_clock::now();
-    return std::chrono::duration<double, std::nano>(end - start).count() / static_cast<double>(iterations);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
     long iterations = 2'000'000;
     int repeat = 101;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (std::strcmp(argv[i], "--iterations") == 0) iterations = std::atol(argv[i + 1]);
-        if (std::strcmp(argv[i], "--repeat") == 0) repeat = std::atoi(argv[i + 1]);
-    }
+    bench::parse_options(argc, argv, iterations, repeat);
 
     auto key = tld::Key<std::uint64_t>::get_or_create("bench_value");
     key.set(1);  // initialize this thread: allocate its block

@@ -18,36 +18,25 @@
 
 #include <tld/tld.hpp>
 
+#include "timing.hpp"
+
 TLD_CXX_OTEL_DEFINE_RECORD_KEY();
 
 namespace {
 
+using bench::keep;
+using bench::median;
+using bench::time_ns_per_op;
+
 thread_local void* plain_ctx;  // OTEP 4947's variable, as an SDK would write it
 alignas(8) unsigned char prepared_record[128];
-
-inline void keep() { std::atomic_signal_fence(std::memory_order_seq_cst); }
-
-double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-}
-
-double time_ns_per_op(long iterations, const std::function<void(long)>& loop) {
-    auto start = std::chrono::steady_clock::now();
-    loop(iterations);
-    auto end = std::chrono::steady_clock::now();
-    return std::chrono::duration<double, std::nano>(end - start).count() / static_cast<double>(iterations);
-}
 
 }  // namespace
 
 int main(int argc, char** argv) {
     long iterations = 2'000'000;
     int repeat = 11;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (std::strcmp(argv[i], "--iterations") == 0) iterations = std::atol(argv[i + 1]);
-        if (std::strcmp(argv[i], "--repeat") == 0) repeat = std::atoi(argv[i + 1]);
-    }
+    bench::parse_options(argc, argv, iterations, repeat);
     tld::otel::SpanContext span{};
     std::memset(span.trace_id.data(), 0x4b, 16);
     std::memset(span.span_id.data(), 0x51, 8);

@@ -26,18 +26,8 @@ struct Tag {
     std::uint8_t bytes[16];
 };
 
-long gettid_() { return static_cast<long>(::syscall(SYS_gettid)); }
-
-std::string hex(const void* p, size_t n) {
-    static const char digits[] = "0123456789abcdef";
-    std::string out;
-    for (size_t i = 0; i < n; i++) {
-        auto b = static_cast<const std::uint8_t*>(p)[i];
-        out += digits[b >> 4];
-        out += digits[b & 15];
-    }
-    return out;
-}
+using support::gettid_;
+using support::hex;
 
 TEST(Basic, ThreadsPublishWhatTheBpfReaderSees) {
     TLD_REQUIRE_KERNEL();

@@ -6,6 +6,7 @@
 
 #include <dlfcn.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +25,21 @@
 #include <gtest/gtest.h>
 
 namespace support {
+
+/// The calling thread's kernel id, as BPF and `tld dump` name it.
+inline long gettid_() { return static_cast<long>(::syscall(SYS_gettid)); }
+
+/// Lowercase hex of @p n bytes, as `tld dump --json` writes them.
+inline std::string hex(const void* p, size_t n) {
+    static const char digits[] = "0123456789abcdef";
+    std::string out;
+    for (size_t i = 0; i < n; i++) {
+        auto b = static_cast<const std::uint8_t*>(p)[i];
+        out += digits[b >> 4];
+        out += digits[b & 15];
+    }
+    return out;
+}
 
 /// Test setup failed: an exception where the test has them, else abort with the message.
 [[noreturn]] inline void die(const std::string& message) {

@@ -15,7 +15,7 @@
 
 namespace {
 
-long gettid_() { return static_cast<long>(::syscall(SYS_gettid)); }
+using support::gettid_;
 
 TEST(ThreadExit, ReleasesBlockAndRegistration) {
     TLD_REQUIRE_KERNEL();

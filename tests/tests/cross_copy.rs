@@ -58,7 +58,6 @@ fn copies_share_one_runtime() {
                 assert_eq!(int_value(&dump, "xc_from_a"), Some(100 + i as i64));
                 assert_eq!(int_value(&dump, "xc_from_b"), Some(200 + i as i64));
                 assert_eq!(int_value(&dump, "xc_from_rust"), Some(300 + i as i64));
-                assert_eq!(a.live_blocks(), b.live_blocks());
             })
         })
         .collect();
@@ -66,5 +65,8 @@ fn copies_share_one_runtime() {
         t.join().unwrap();
     }
     assert_eq!(tld::runtime_stats().unwrap().live_blocks, base, "each thread had one block, released once");
+    // Read once every thread is done: the counter is the runtime's, shared,
+    // so both copies see the same figure (not while other threads still run).
     assert_eq!(a.live_blocks() as usize, base);
+    assert_eq!(b.live_blocks() as usize, base);
 }
