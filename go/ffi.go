@@ -311,3 +311,54 @@ func cOtelAttrKey(name string) (int, syscall.Errno, string) {
 	}
 	return int(r), 0, ""
 }
+
+// cOtelPublishProcessContext publishes the process context with attrs. The
+// C array and its strings live in C memory for the call (cgo's pointer
+// rules: C must not keep Go memory, nor read Go pointers from it).
+func cOtelPublishProcessContext(attrs []ResourceAttribute) (syscall.Errno, string) {
+	n := len(attrs)
+	var arr *C.tld_otel_resource_attr_t
+	if n > 0 {
+		arr = (*C.tld_otel_resource_attr_t)(C.calloc(C.size_t(n), C.size_t(unsafe.Sizeof(C.tld_otel_resource_attr_t{}))))
+		defer C.free(unsafe.Pointer(arr))
+	}
+	items := unsafe.Slice(arr, n)
+	for i, a := range attrs {
+		items[i].key = C.CString(a.Key)
+		defer C.free(unsafe.Pointer(items[i].key))
+		switch v := a.Value.(type) {
+		case string:
+			items[i].kind = C.TLD_OTEL_STRING
+			items[i].string_value = C.CString(v)
+			defer C.free(unsafe.Pointer(items[i].string_value))
+		case bool:
+			items[i].kind = C.TLD_OTEL_BOOL
+			items[i].bool_value = C.bool(v)
+		case int64:
+			items[i].kind = C.TLD_OTEL_INT
+			items[i].int_value = C.int64_t(v)
+		case float64:
+			items[i].kind = C.TLD_OTEL_DOUBLE
+			items[i].double_value = C.double(v)
+		}
+	}
+	return intCall(func() C.int { return C.tld_otel_publish_process_context(arr, C.size_t(n)) })
+}
+
+func cOtelSetSchemaVersion(version string) (syscall.Errno, string) {
+	cv := C.CString(version)
+	defer C.free(unsafe.Pointer(cv))
+	return intCall(func() C.int { return C.tld_otel_set_schema_version(cv) })
+}
+
+// cOtelProcessContext is the address of the process's OTEL_CTX mapping.
+func cOtelProcessContext() (uintptr, syscall.Errno, string) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	p, err := C.tld_otel_process_context()
+	if p == nil {
+		errno, _ := err.(syscall.Errno)
+		return 0, errno, lastError()
+	}
+	return uintptr(p), 0, ""
+}

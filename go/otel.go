@@ -5,6 +5,7 @@ package tld
 // docs/DESIGN.md section 10.
 
 import (
+	"fmt"
 	"strings"
 	"syscall"
 )
@@ -78,6 +79,72 @@ func OtelAttributeIndex(name string) (int, error) {
 		return 0, newError("otel attribute key", name, errno, msg)
 	}
 	return i, nil
+}
+
+// ResourceAttribute is a resource attribute of the process context (OTEP
+// 4719): a key (1 to 255 bytes, not starting with "threadlocal.") and a
+// value of type string, bool, int64 or float64.
+type ResourceAttribute struct {
+	Key   string
+	Value any
+}
+
+// PublishProcessContext sets the process's resource attributes (replacing
+// earlier ones) and publishes the OTEP 4719 OTEL_CTX mapping with them, tld's
+// threadlocal.schema_version and the threadlocal.attribute_key_map that
+// names records' attribute indexes. One mapping per process, whichever copy
+// of tld or language publishes; an update follows the OTEP's protocol.
+// Errors wrap syscall.EINVAL (a bad key, a duplicate key, a value of another
+// type, a NUL in a string), E2BIG (over 16 KiB encoded), or the errno of a
+// failed memfd_create/mmap. Safe from any goroutine.
+func PublishProcessContext(attrs ...ResourceAttribute) error {
+	for _, a := range attrs {
+		bad := ""
+		switch v := a.Value.(type) {
+		case string:
+			if strings.IndexByte(v, 0) >= 0 {
+				bad = "a string value cannot contain NUL"
+			}
+		case bool, int64, float64:
+		default:
+			bad = fmt.Sprintf("a value of type %T (want string, bool, int64 or float64)", a.Value)
+		}
+		if strings.IndexByte(a.Key, 0) >= 0 {
+			bad = "keys cannot contain NUL"
+		}
+		if bad != "" {
+			return newError("publish process context", a.Key, syscall.EINVAL, "resource attribute "+quoteName(a.Key)+": "+bad)
+		}
+	}
+	if errno, msg := cOtelPublishProcessContext(attrs); errno != 0 {
+		return newError("publish process context", "", errno, msg)
+	}
+	return nil
+}
+
+// SetOtelSchemaVersion sets threadlocal.schema_version (default
+// "tld_uptr_v1") and republishes the process context; for readers that
+// accept only OTEP 4947's own name. Errors wrap syscall.EINVAL (empty, over
+// 63 bytes, NUL).
+func SetOtelSchemaVersion(version string) error {
+	if strings.IndexByte(version, 0) >= 0 {
+		return newError("set otel schema version", version, syscall.EINVAL, "the schema version cannot contain NUL")
+	}
+	if errno, msg := cOtelSetSchemaVersion(version); errno != 0 {
+		return newError("set otel schema version", version, errno, msg)
+	}
+	return nil
+}
+
+// OtelProcessContext returns the address of the process's OTEL_CTX mapping
+// (its 32-byte header, then the payload), publishing it first if needed: what
+// an OTEP 4719 reader finds in /proc/PID/maps.
+func OtelProcessContext() (uintptr, error) {
+	p, errno, msg := cOtelProcessContext()
+	if errno != 0 {
+		return 0, newError("otel process context", "", errno, msg)
+	}
+	return p, nil
 }
 
 // Refresh checks every map attached by path against its pin now: a pin
