@@ -148,6 +148,28 @@ fn switcher(stop: std::sync::Arc<std::sync::atomic::AtomicBool>, meta_addr: u64,
     }
 }
 
+/// A 24-byte tld_data_map pinned for one bench, unpinned when dropped.
+struct BenchPin(std::path::PathBuf);
+
+impl BenchPin {
+    fn new(prefix: &str) -> Self {
+        let pin = std::path::PathBuf::from(format!("/sys/fs/bpf/{prefix}{}", std::process::id()));
+        let _ = std::fs::remove_file(&pin);
+        tld_bpf::inspect::create_pinned_map(&pin, tld_bpf::Layout::Value24).expect("pinning a map");
+        BenchPin(pin)
+    }
+
+    fn map(&self) -> libbpf_rs::MapHandle {
+        libbpf_rs::MapHandle::from_pinned_path(&self.0).unwrap()
+    }
+}
+
+impl Drop for BenchPin {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn sched_switch(quick: bool) {
     use std::os::fd::{AsFd, AsRawFd};
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -155,17 +177,8 @@ fn sched_switch(quick: bool) {
 
     let secs = if quick { 0.2 } else { 2.0 };
     let rounds = if quick { 1 } else { 7 };
-    let pin = std::path::PathBuf::from(format!("/sys/fs/bpf/tld_bench_{}", std::process::id()));
-    let _ = std::fs::remove_file(&pin);
-    tld_bpf::inspect::create_pinned_map(&pin, tld_bpf::Layout::Value24).expect("pinning a map");
-    struct Unpin(std::path::PathBuf);
-    impl Drop for Unpin {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _unpin = Unpin(pin.clone());
-    let map = libbpf_rs::MapHandle::from_pinned_path(&pin).unwrap();
+    let pinned = BenchPin::new("tld_bench_");
+    let (pin, map) = (&pinned.0, pinned.map());
     let meta = meta_with(63);
     let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..4)
@@ -182,7 +195,7 @@ fn sched_switch(quick: bool) {
     for _ in 0..rounds {
         for read_tld in [true, false] {
             let top = Top::open(
-                &pin,
+                pin,
                 TopConfig { tgid, key: "bench_hint", key_size: 8, read_tld, otel: None },
             )
             .expect("loading tld_top");
@@ -228,17 +241,8 @@ fn sched_switch_otel(quick: bool) {
 
     let secs = if quick { 0.2 } else { 2.0 };
     let rounds = if quick { 1 } else { 7 };
-    let pin = std::path::PathBuf::from(format!("/sys/fs/bpf/tld_bench_otel_{}", std::process::id()));
-    let _ = std::fs::remove_file(&pin);
-    tld_bpf::inspect::create_pinned_map(&pin, tld_bpf::Layout::Value24).expect("pinning a map");
-    struct Unpin(std::path::PathBuf);
-    impl Drop for Unpin {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _unpin = Unpin(pin.clone());
-    let map = libbpf_rs::MapHandle::from_pinned_path(&pin).unwrap();
+    let pinned = BenchPin::new("tld_bench_otel_");
+    let (pin, map) = (&pinned.0, pinned.map());
     let meta = otel_pages().0;
     let stop = Arc::new(AtomicBool::new(false));
     let threads: Vec<_> = (0..4)
@@ -257,7 +261,7 @@ fn sched_switch_otel(quick: bool) {
         for (i, (_, otel)) in configs.iter().enumerate() {
             let key = if otel.is_some() { "otel.thread_ctx_v1" } else { "bench_hint" };
             let key_size = if otel.is_some() { 128 } else { 8 };
-            let top = Top::open(&pin, TopConfig { tgid, key, key_size, read_tld: true, otel: *otel }).expect("loading tld_top");
+            let top = Top::open(pin, TopConfig { tgid, key, key_size, read_tld: true, otel: *otel }).expect("loading tld_top");
             if *otel == Some(OtelField::Attr) {
                 top.set_attr_index(Some(1)).unwrap();
             }
