@@ -102,12 +102,15 @@ cpp-test: build
 # libmixed_go.so (Go binding, c-shared) and gohost (a Go program that dlopens
 # the C++ library), built into target/mixed; pytest runs Python hosts and the
 # Go host and checks with `tld dump --json` that BPF sees one metadata page,
-# every key once, and each thread's values from every language.
+# every key once, and each thread's values from every language; with
+# otel_read, that each language's OpenTelemetry records reach BPF and one live
+# otel_thread_ctx_v1 (test_mixed_otel.py).
 mixed-build: build
 	GO=$(GO) tests/mixed/build.sh
 
 mixed-test: mixed-build python-venv
 	$(CARGO) build -p tld-cli
+	$(CARGO) build -p tld-otel-reader --bin otel_read  # test_mixed_otel.py reads with it
 	$(VENV)/bin/python -m pytest tests/mixed
 
 # `make install` (PREFIX, DESTDIR, LIBDIR, INCLUDEDIR, BINDIR honoured):

@@ -84,6 +84,15 @@ pub(crate) fn live_slot(word: &AtomicU64) -> (u64, *mut *mut c_void) {
     (owner, slot)
 }
 
+/// Claims the word for this copy if it is free and this copy's symbol is
+/// exported; a no-op otherwise (the runtime not reachable included: the
+/// first publication reports that).
+pub(crate) fn claim() {
+    if let Ok(w) = word() {
+        let _ = live_slot(w);
+    }
+}
+
 /// Whether this copy holds the live symbol (for tests and diagnostics).
 pub fn owns_live_symbol() -> Result<bool> {
     let w = word()?;

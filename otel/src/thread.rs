@@ -98,6 +98,17 @@ fn existing_record_key(k: tld::RawKey, wanted: Option<usize>) -> Result<tld::Raw
 /// whatever its size (another copy or language created it), unless this copy
 /// set another size with [`set_record_size`] (`EEXIST`).
 pub fn record_key() -> Result<tld::RawKey> {
+    let key = find_or_create_record_key()?;
+    // An exported copy claims the live symbol as soon as the record key is
+    // used through it, not at its first publication: a thread publishing
+    // through a copy whose symbol is hidden (a library linked with
+    // --exclude-libs) then finds the live symbol even if no thread has
+    // published through the exported copy yet (DESIGN §10.5).
+    symbol::claim();
+    Ok(key)
+}
+
+fn find_or_create_record_key() -> Result<tld::RawKey> {
     let (size, explicit) = configured_size()?;
     let wanted = explicit.then_some(size);
     if let Ok(k) = tld::RawKey::find(RECORD_KEY) {

@@ -4,7 +4,8 @@ and checks it against `tld dump` while the process's threads are alive.
 
 Built by tests/mixed/build.sh (`make mixed-test` runs it): libmixed_cxx.so
 (C++ binding), libmixed_go.so (Go binding, c-shared) and gohost (Go binding,
-dlopens libmixed_cxx.so), in target/mixed. Without BPF privileges the tests
+dlopens libmixed_cxx.so), in target/mixed; test_mixed_otel.py also needs
+otel_read (target/debug, or $TLD_OTEL_READ). Without BPF privileges the tests
 skip, except under CI=true, where they fail.
 """
 

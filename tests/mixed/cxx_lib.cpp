@@ -2,9 +2,12 @@
 // Its own copy of the core (tld::tld, symbols kept local); a C ABI for
 // Python (ctypes) and the Go host (dlopen). Every entry acts on the calling
 // thread: the value lands on that thread's kernel task.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -99,4 +102,85 @@ MIXED_EXPORT long mixed_cxx_start_worker(int seconds) {
     while (worker_tid == 0)
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
     return worker_tid;
+}
+
+// OpenTelemetry (tld::otel) for the OpenTelemetry scenario (otel_app.py).
+namespace {
+tld::otel::SpanContext span_of(const std::uint8_t* trace, const std::uint8_t* span, int flags) {
+    tld::otel::SpanContext s{};
+    std::copy(trace, trace + 16, s.trace_id.begin());
+    std::copy(span, span + 8, s.span_id.begin());
+    s.trace_flags = static_cast<std::uint8_t>(flags);
+    return s;
+}
+
+std::mutex otel_mu;
+std::condition_variable otel_cv;
+int otel_phase = 0;  // 0: publish, 1: clear, 2: exit (the workers' command)
+int otel_done = 0;   // workers that finished the current phase
+}  // namespace
+
+/// Creates the record key otel.thread_ctx_v1 (before any thread touches tld
+/// data). Its size, or -errno.
+MIXED_EXPORT long mixed_cxx_otel_record_key() {
+    std::error_code ec;
+    auto key = tld::otel::record_key(ec);
+    return ec ? -ec.value() : static_cast<long>(key.size());
+}
+
+/// Publishes the calling thread's record: trace (16 bytes), span (8),
+/// flags, attributes lang=`lang` and `lang`.worker=`worker`. The tid, or -errno.
+MIXED_EXPORT long mixed_cxx_otel_set(const std::uint8_t* trace, const std::uint8_t* span, int flags,
+                                     const char* lang, const char* worker) {
+    std::error_code ec;
+    std::string name = std::string(lang) + ".worker";
+    tld::otel::set(span_of(trace, span, flags), {{"lang", lang}, {name, worker}}, ec);
+    return ec ? -ec.value() : tid();
+}
+
+/// Clears the calling thread's record. 0 or -errno.
+MIXED_EXPORT int mixed_cxx_otel_clear() {
+    std::error_code ec;
+    tld::otel::clear(ec);
+    return ec ? -ec.value() : 0;
+}
+
+/// Starts a std::thread that publishes as mixed_cxx_otel_set and waits for
+/// mixed_cxx_otel_workers(1) (clear) and (2) (exit). Its tid once published,
+/// or -errno (the thread then exits).
+MIXED_EXPORT long mixed_cxx_otel_worker(const std::uint8_t* trace, const std::uint8_t* span, int flags,
+                                        const char* lang, const char* worker) {
+    std::atomic<long> got{0};
+    std::string l(lang), w(worker);
+    auto s = span_of(trace, span, flags);
+    std::thread([&got, s, l, w] {
+        std::error_code ec;
+        std::string name = l + ".worker";
+        tld::otel::set(s, {{"lang", l}, {name, w}}, ec);
+        got = ec ? -ec.value() : tid();
+        if (ec)
+            return;
+        std::unique_lock<std::mutex> lk(otel_mu);
+        otel_cv.wait(lk, [] { return otel_phase >= 1; });
+        lk.unlock();
+        tld::otel::clear(ec);
+        lk.lock();
+        otel_done++;
+        otel_cv.notify_all();
+        otel_cv.wait(lk, [] { return otel_phase >= 2; });
+    }).detach();
+    while (got == 0)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return got;
+}
+
+/// Tells the workers to clear (phase 1: returns once `n` workers cleared)
+/// or to exit (phase 2). 0.
+MIXED_EXPORT int mixed_cxx_otel_workers(int phase, int n) {
+    std::unique_lock<std::mutex> lk(otel_mu);
+    otel_phase = phase;
+    otel_cv.notify_all();
+    if (phase == 1)
+        otel_cv.wait(lk, [n] { return otel_done >= n; });
+    return 0;
 }

@@ -9,7 +9,9 @@ one layout, with its size; exactly the threads that wrote, each walked
 through every key, holding the value each language wrote on it, and for the
 common key (get-or-create from every language) the last write. The ABI
 version rules between copies (a newer minor joins, another major refuses,
-never two pages) are tests/tests/abi_version.rs.
+never two pages) are tests/tests/abi_version.rs. The same three copies
+publishing OpenTelemetry thread context (DESIGN §10.5) are
+test_mixed_otel.py.
 """
 
 from __future__ import annotations

@@ -140,4 +140,122 @@ func mixed_go_start_worker(seconds C.int) C.long {
 	return <-started
 }
 
+// OpenTelemetry (Thread.SetOtel) for the OpenTelemetry scenario (otel_app.py).
+
+func otelSpan(trace, span *C.uint8_t, flags C.int) tld.SpanContext {
+	var s tld.SpanContext
+	copy(s.TraceID[:], C.GoBytes(unsafe.Pointer(trace), 16))
+	copy(s.SpanID[:], C.GoBytes(unsafe.Pointer(span), 8))
+	s.TraceFlags = byte(flags)
+	return s
+}
+
+func otelAttrs(lang, worker *C.char) []tld.OtelAttribute {
+	l := C.GoString(lang)
+	return []tld.OtelAttribute{{Name: "lang", Value: l}, {Name: l + ".worker", Value: C.GoString(worker)}}
+}
+
+// mixed_go_otel_record_key creates the record key otel.thread_ctx_v1 (before
+// any thread touches tld data). Its size, or -errno.
+//
+//export mixed_go_otel_record_key
+func mixed_go_otel_record_key() C.long {
+	key, err := tld.OtelRecordKey()
+	if err != nil {
+		return errno(err)
+	}
+	return C.long(key.Size())
+}
+
+// mixed_go_otel_set publishes the calling thread's record (kept after the
+// call): trace (16 bytes), span (8), flags, attributes lang=lang and
+// lang.worker=worker. The tid, or -errno.
+//
+//export mixed_go_otel_set
+func mixed_go_otel_set(trace, span *C.uint8_t, flags C.int, lang, worker *C.char) C.long {
+	s, attrs := otelSpan(trace, span, flags), otelAttrs(lang, worker)
+	var tid int
+	err := tld.WithThread(func(t *tld.Thread) error {
+		t.Keep() // the host's thread: the record stays when the call returns
+		tid = t.ID()
+		return t.SetOtel(s, attrs...)
+	})
+	if err != nil {
+		return errno(err)
+	}
+	return C.long(tid)
+}
+
+// mixed_go_otel_clear clears the calling thread's record. 0 or -errno.
+//
+//export mixed_go_otel_clear
+func mixed_go_otel_clear() C.int {
+	err := tld.WithThread(func(t *tld.Thread) error {
+		t.Keep()
+		return t.ClearOtel()
+	})
+	if err != nil {
+		return C.int(errno(err))
+	}
+	return 0
+}
+
+var (
+	otelClear = make(chan struct{})
+	otelExit  = make(chan struct{})
+	otelDone  = make(chan struct{}, 64)
+)
+
+// mixed_go_otel_worker starts a goroutine locked to its own OS thread that
+// publishes as mixed_go_otel_set inside WithThread, clears on
+// mixed_go_otel_workers(1, n) and exits on mixed_go_otel_workers(2, 0). Its
+// tid once published, or -errno (the goroutine then returns).
+//
+//export mixed_go_otel_worker
+func mixed_go_otel_worker(trace, span *C.uint8_t, flags C.int, lang, worker *C.char) C.long {
+	s, attrs := otelSpan(trace, span, flags), otelAttrs(lang, worker)
+	started := make(chan C.long, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		err := tld.WithThread(func(t *tld.Thread) error {
+			if err := t.SetOtel(s, attrs...); err != nil {
+				return err
+			}
+			started <- C.long(t.ID())
+			<-otelClear
+			err := t.ClearOtel()
+			otelDone <- struct{}{}
+			if err != nil {
+				return err
+			}
+			<-otelExit
+			return nil
+		})
+		if err != nil {
+			select {
+			case started <- errno(err):
+			default:
+			}
+		}
+	}()
+	return <-started
+}
+
+// mixed_go_otel_workers tells the workers to clear (phase 1: returns once n
+// of them have) or to exit (phase 2). 0.
+//
+//export mixed_go_otel_workers
+func mixed_go_otel_workers(phase, n C.int) C.int {
+	switch phase {
+	case 1:
+		close(otelClear)
+		for i := 0; i < int(n); i++ {
+			<-otelDone
+		}
+	case 2:
+		close(otelExit)
+	}
+	return 0
+}
+
 func main() {}
