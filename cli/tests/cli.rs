@@ -836,6 +836,20 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// Spends `ms` milliseconds of this thread's CPU time, in 1 ms bursts with a
+/// short sleep between them, so the thread is switched out (and charged by
+/// `tld top`'s sched_switch program) many times.
+fn spin_cpu(ms: u64) {
+    let end = thread_cpu() + Duration::from_millis(ms);
+    while thread_cpu() < end {
+        let tick = thread_cpu() + Duration::from_millis(1);
+        while thread_cpu() < tick {
+            std::hint::spin_loop();
+        }
+        std::thread::sleep(Duration::from_micros(20));
+    }
+}
+
 /// The phases every thread of the `tld top` workload goes through, twice:
 /// (value of "phase", CPU milliseconds spent in it). Shares: 60/30/10 %.
 const PHASES: [(u32, u64); 3] = [(1, 240), (2, 120), (3, 40)];
@@ -865,14 +879,7 @@ fn phases_main(map: &Path, cmd_fd: OwnedFd, ack_fd: OwnedFd) -> ! {
                         for _ in 0..2 {
                             for (value, ms) in PHASES {
                                 phase.set(value).unwrap();
-                                let end = thread_cpu() + Duration::from_millis(ms);
-                                while thread_cpu() < end {
-                                    let tick = thread_cpu() + Duration::from_millis(1);
-                                    while thread_cpu() < tick {
-                                        std::hint::spin_loop();
-                                    }
-                                    std::thread::sleep(Duration::from_micros(20));
-                                }
+                                spin_cpu(ms);
                             }
                         }
                         phase.set(0).unwrap();
@@ -1139,14 +1146,7 @@ fn otel_top_body(ack: &mut File, cmds: &mut BufReader<File>) {
                             Some(r) => tld_otel::set(&span(id), &[("worker", &worker), ("route", r)]).unwrap(),
                             None => tld_otel::clear().unwrap(),
                         }
-                        let end = thread_cpu() + Duration::from_millis(ms);
-                        while thread_cpu() < end {
-                            let tick = thread_cpu() + Duration::from_millis(1);
-                            while thread_cpu() < tick {
-                                std::hint::spin_loop();
-                            }
-                            std::thread::sleep(Duration::from_micros(20));
-                        }
+                        spin_cpu(ms);
                     }
                 }
             })
