@@ -11,6 +11,7 @@ skip, except under CI=true, where they fail.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -48,6 +49,35 @@ def env() -> Iterator[dict[str, str]]:
 Scenario = Callable[[list[str]], dict[str, Any]]
 
 
+@contextlib.contextmanager
+def app_process(argv: list[str], env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
+    """Starts argv (stdin, stdout and stderr piped; env over os.environ) and
+    yields it with the first JSON line it prints (its expectation); on
+    leaving, closes its stdin and, unless the block raised, requires exit
+    status 0."""
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **env},
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        line = proc.stdout.readline()
+        if not line:
+            proc.stdin.close()
+            proc.wait(timeout=60)
+            pytest.fail(f"{argv} exited {proc.returncode} without an expectation:\n{proc.stderr.read()}", pytrace=False)
+        yield proc, json.loads(line)
+    finally:
+        if not proc.stdin.closed:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, f"{argv} exited {proc.returncode}:\n{proc.stderr.read()}"
+
+
 @pytest.fixture
 def scenario(env: dict[str, str]) -> Scenario:
     """scenario(argv): runs argv, checks its expectation with mixed_check.check
@@ -55,28 +85,8 @@ def scenario(env: dict[str, str]) -> Scenario:
     from mixed_check import check
 
     def run(argv: list[str]) -> dict[str, Any]:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **env},
-        )
-        try:
-            line = proc.stdout.readline()
-            if not line:
-                proc.stdin.close()
-                proc.wait(timeout=60)
-                pytest.fail(f"{argv} exited {proc.returncode} without an expectation:\n{proc.stderr.read()}", pytrace=False)
-            expect = json.loads(line)
+        with app_process(argv, env) as (_, expect):
             check(expect)
-        finally:
-            if proc.stdin and not proc.stdin.closed:
-                proc.stdin.close()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        err = proc.stderr.read()
-        assert proc.returncode == 0, f"{argv} exited {proc.returncode}:\n{err}"
         return expect
 
     return run

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -26,6 +25,7 @@ import pytest
 
 
 from bpf_reader import require_bpf
+from conftest import app_process
 from otel_reader import OtelReader, decode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,19 +96,9 @@ def check_cleared(reader: OtelReader, exp: dict[str, Any]) -> None:
 @pytest.mark.parametrize("order", ORDERS)
 def test_three_copies_publish_otel(env, reader, order):
     """Python, C++ and Go each publish records on threads of their own, loaded in `order`."""
-    proc = subprocess.Popen(
-        [sys.executable, APP, "--order", order, "--threads", "2"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, **env, "TLD_MAP_PATH": str(reader.map_path), "TLD_PIN_WATCH": "0"},
-    )
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    try:
-        line = proc.stdout.readline()
-        if not line:
-            proc.stdin.close()
-            proc.wait(timeout=60)
-            pytest.fail(f"otel_app exited {proc.returncode} without an expectation:\n{proc.stderr.read()}", pytrace=False)
-        exp = json.loads(line)
+    argv = [sys.executable, APP, "--order", order, "--threads", "2"]
+    with app_process(argv, {**env, "TLD_MAP_PATH": str(reader.map_path), "TLD_PIN_WATCH": "0"}) as (proc, exp):
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         # 2 Python threads per language, plus the C++ and Go libraries' own threads.
         assert sorted(r["lang"] for r in exp["threads"].values()) == sorted(["py"] * 2 + ["cxx"] * 3 + ["go"] * 3)
         assert exp["names"] == ["cxx.worker", "go.worker", "lang", "py.worker"]
@@ -119,12 +109,3 @@ def test_three_copies_publish_otel(env, reader, order):
         assert line, f"otel_app exited on clear:\n{proc.stderr.read()}"
         assert json.loads(line) == {"cleared": len(exp["threads"])}
         check_cleared(reader, exp)
-    finally:
-        if not proc.stdin.closed:
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, f"otel_app exited {proc.returncode}:\n{proc.stderr.read()}"
