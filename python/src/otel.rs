@@ -7,15 +7,15 @@
 //! `TldError` with its errno (`EINVAL`, `E2BIG`, ...), nothing written.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::ThreadId;
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use tld_otel::{SavedContext, SpanContext};
 
 use crate::key;
+use crate::scope::EnteredStack;
 use crate::TldError;
 
 /// Set once the record key exists: from then on a thread's first access
@@ -278,12 +278,6 @@ fn owns_live_symbol() -> PyResult<bool> {
     tld_otel::owns_live_symbol().map_err(otel_error)
 }
 
-/// What one `__enter__` saved: its thread and the record before.
-struct Entered {
-    thread: ThreadId,
-    saved: Box<SavedContext>,
-}
-
 /// A context manager publishing a span context on entry and putting the
 /// calling thread's previous record back on exit, exceptions included.
 /// Reusable and nestable; each entry restores what it saw.
@@ -291,7 +285,7 @@ struct Entered {
 pub struct Scope {
     span: SpanContext,
     attrs: Vec<(Py<PyString>, Py<PyString>)>,
-    entered: Vec<Entered>,
+    entered: EnteredStack<Box<SavedContext>>,
 }
 
 #[pymethods]
@@ -302,7 +296,7 @@ impl Scope {
         let saved = Box::new(SavedContext::save().map_err(otel_error)?);
         let attrs: Vec<_> = slf.attrs.iter().map(|(k, v)| (k.bind(py).clone(), v.bind(py).clone())).collect();
         publish(py, &slf.span, &attrs)?;
-        slf.entered.push(Entered { thread: std::thread::current().id(), saved });
+        slf.entered.push(saved);
         Ok(slf)
     }
 
@@ -310,17 +304,9 @@ impl Scope {
     #[allow(unused_variables)]
     fn __exit__(mut slf: PyRefMut<'_, Self>, exc_info: &Bound<'_, PyTuple>) -> PyResult<()> {
         let py = slf.py();
-        let Some(entered) = slf.entered.pop() else {
-            return Err(PyRuntimeError::new_err("tld.otel scope exited without being entered"));
-        };
-        if entered.thread != std::thread::current().id() {
-            return Err(PyRuntimeError::new_err(
-                "tld.otel scope exited on another thread than it was entered on: records belong to OS threads, \
-                 and the entering thread's was not restored",
-            ));
-        }
+        let saved = slf.entered.pop("tld.otel scope", "records")?;
         ensure_registered(py)?;
-        entered.saved.restore().map_err(otel_error)
+        saved.restore().map_err(otel_error)
     }
 
     fn __repr__(&self) -> String {
@@ -346,7 +332,7 @@ fn scoped(
 ) -> PyResult<Scope> {
     let span = span_context(trace_id, span_id, flags)?;
     let attrs = attribute_pairs(attributes)?.into_iter().map(|(k, v)| (k.unbind(), v.unbind())).collect();
-    Ok(Scope { span, attrs, entered: Vec::new() })
+    Ok(Scope { span, attrs, entered: EnteredStack::new() })
 }
 
 /// Builds the `tld._otel` submodule and registers it in `sys.modules`.

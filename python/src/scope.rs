@@ -13,11 +13,43 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::key::Key;
 
-/// What one `__enter__` saved: the thread it ran on and each key's previous
-/// bytes, in the order the keys were set.
-struct Entered {
+/// What one `__enter__` of a scope saved (`S`: here each key's previous
+/// bytes, in the order the keys were set; a record for `tld.otel`'s scope)
+/// and the thread it ran on.
+pub(crate) struct Entered<S> {
     thread: ThreadId,
-    saved: Vec<Vec<u8>>,
+    saved: S,
+}
+
+/// A stack of entries of one scope object: nested or repeated `with` blocks.
+pub(crate) struct EnteredStack<S>(Vec<Entered<S>>);
+
+impl<S> EnteredStack<S> {
+    pub(crate) fn new() -> Self {
+        EnteredStack(Vec::new())
+    }
+
+    /// Records an entry made on the calling thread.
+    pub(crate) fn push(&mut self, saved: S) {
+        self.0.push(Entered { thread: std::thread::current().id(), saved });
+    }
+
+    /// The matching entry's saved state, if it was made on the calling thread:
+    /// saved state is another thread's otherwise, and writing it here would
+    /// set this thread's values instead of restoring that one's. `what` names
+    /// the scope ("tld scope"), `held` what belongs to threads ("values").
+    pub(crate) fn pop(&mut self, what: &str, held: &str) -> PyResult<S> {
+        let Some(entered) = self.0.pop() else {
+            return Err(PyRuntimeError::new_err(format!("{what} exited without being entered")));
+        };
+        if entered.thread != std::thread::current().id() {
+            return Err(PyRuntimeError::new_err(format!(
+                "{what} exited on another thread than it was entered on: {held} belong to OS threads, \
+                 and the entering thread's were not restored"
+            )));
+        }
+        Ok(entered.saved)
+    }
 }
 
 /// A context manager that sets keys on entry and restores their previous
@@ -26,12 +58,12 @@ struct Entered {
 #[pyclass(module = "tld._tld", name = "Scope")]
 pub struct Scope {
     values: Vec<(Py<Key>, Py<PyAny>)>,
-    entered: Vec<Entered>,
+    entered: EnteredStack<Vec<Vec<u8>>>,
 }
 
 impl Scope {
     pub fn one(key: Py<Key>, value: Py<PyAny>) -> Scope {
-        Scope { values: vec![(key, value)], entered: Vec::new() }
+        Scope { values: vec![(key, value)], entered: EnteredStack::new() }
     }
 
     /// Puts back `saved[..n]` in reverse order: a key given twice ends with
@@ -64,8 +96,7 @@ impl Scope {
                 return Err(e);
             }
         }
-        let thread = std::thread::current().id();
-        slf.entered.push(Entered { thread, saved });
+        slf.entered.push(saved);
         Ok(slf)
     }
 
@@ -75,18 +106,8 @@ impl Scope {
     #[allow(unused_variables)]
     fn __exit__(mut slf: PyRefMut<'_, Self>, exc_info: &Bound<'_, PyTuple>) -> PyResult<()> {
         let py = slf.py();
-        let Some(entered) = slf.entered.pop() else {
-            return Err(PyRuntimeError::new_err("tld scope exited without being entered"));
-        };
-        if entered.thread != std::thread::current().id() {
-            // The saved values are another thread's: writing them here would
-            // set this thread's values instead of restoring that one's.
-            return Err(PyRuntimeError::new_err(
-                "tld scope exited on another thread than it was entered on: \
-                 values belong to OS threads, and the entering thread's were not restored",
-            ));
-        }
-        slf.restore(py, &entered.saved)
+        let saved = slf.entered.pop("tld scope", "values")?;
+        slf.restore(py, &saved)
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
@@ -116,5 +137,5 @@ pub fn scoped(values: &Bound<'_, PyAny>) -> PyResult<Scope> {
         })?;
         pairs.push((key.clone().unbind(), v.unbind()));
     }
-    Ok(Scope { values: pairs, entered: Vec::new() })
+    Ok(Scope { values: pairs, entered: EnteredStack::new() })
 }
