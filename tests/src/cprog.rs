@@ -78,6 +78,23 @@ impl Drop for Pin {
     }
 }
 
+/// A directory of pins on bpffs, created now and removed on drop (also when
+/// the test fails). Declare it before its `Pin`s: they are dropped first.
+pub struct PinDir(pub PathBuf);
+
+impl PinDir {
+    pub fn new(path: PathBuf) -> PinDir {
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        PinDir(path)
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
 /// The C program, running; killed on drop if still alive.
 pub struct Program {
     child: Child,

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use tld_tests::cprog::{self, Link, Pin, Program};
+use tld_tests::cprog::{self, Link, Pin, PinDir, Program};
 use tld_tests::{int_value, kernel, TempDir, TestBpf};
 
 /// Parses `"<what> <tid> <value>"`.
@@ -35,9 +35,8 @@ fn seen(bpf: &TestBpf, tid: i32) -> Option<i64> {
 fn run(link: Link) {
     let Some(mut a) = kernel() else { return };
     let mut b = TestBpf::load().expect("a second map");
-    let pins = PathBuf::from(format!("/sys/fs/bpf/tld-test-{}-hot-{link:?}", std::process::id()));
-    std::fs::create_dir_all(&pins).unwrap();
-    let (pin_a, pin_b) = (Pin(pins.join("a")), Pin(pins.join("b")));
+    let pins = PinDir::new(PathBuf::from(format!("/sys/fs/bpf/tld-test-{}-hot-{link:?}", std::process::id())));
+    let (pin_a, pin_b) = (Pin(pins.0.join("a")), Pin(pins.0.join("b")));
     a.pin_data_map(&pin_a.0).unwrap();
     b.pin_data_map(&pin_b.0).unwrap();
     let dir = TempDir::new(&format!("hot-path-{link:?}"));
@@ -70,7 +69,6 @@ fn run(link: Link) {
     assert_eq!(prog.line(), "done");
     let status = prog.finish();
     assert!(status.success(), "hot_path exited with {status}");
-    let _ = std::fs::remove_dir(&pins);
 }
 
 #[test]
