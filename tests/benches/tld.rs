@@ -4,6 +4,7 @@
 //! - the C ABI `tld_get_data(map_fd, key)` call (through a dlopen'd libtld.so, as a C caller);
 //! - the usual alternative: the same hint written with `BPF_MAP_UPDATE_ELEM` into a hash map keyed by tid;
 //! - first access on a new thread vs the bare system calls it needs.
+//!
 //! `create_key` with 1 and 62 keys present is in the `create_key` bench (it needs a fresh process per sample).
 
 use std::cell::Cell;

@@ -323,7 +323,7 @@ fn unprivileged_attach(pins: &Pins, report: i32, done: i32) -> i32 {
     CHILD_OK
 }
 
-const UNPRIVILEGED_VALUE: u64 = 0x0b0d_0000_6553_4;
+const UNPRIVILEGED_VALUE: u64 = 0x0000_b0d0_0006_5534;
 
 fn permission_denied(bpf: &TestBpf, pins: &Pins) {
     let _ = std::io::Write::flush(&mut std::io::stdout());

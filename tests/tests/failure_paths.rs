@@ -315,8 +315,7 @@ fn signal_handlers_never_wait_on_their_own_thread(bpf: &TestBpf) {
         libc::alarm(60);
     }
     let names: Vec<String> = (0..50).map(|i| format!("signalled_{i}")).collect();
-    for round in 0..50 {
-        let name = &names[round];
+    for (round, name) in names.iter().enumerate() {
         let (tell, heard) = mpsc::channel::<libc::pthread_t>();
         std::thread::scope(|s| {
             let h = s.spawn(move || {
