@@ -68,7 +68,7 @@ pub use record::{
     Record, SpanContext, DEFAULT_RECORD_SIZE, HEADER_SIZE, MAX_ATTRIBUTE_VALUE, MAX_RECORD_SIZE, MIN_RECORD_SIZE,
     RECORD_KEY,
 };
-pub use symbol::owns_live_symbol;
+pub use symbol::{claim as claim_live_symbol, owns_live_symbol};
 pub use thread::{
     clear, current, record_key, scope, set, set_record_size, set_with_keys, thread_record_ptr, AttributeKey, SavedContext, Scope,
     RECORD_SIZE_ENV,

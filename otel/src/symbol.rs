@@ -86,8 +86,12 @@ pub(crate) fn live_slot(word: &AtomicU64) -> (u64, *mut *mut c_void) {
 
 /// Claims the word for this copy if it is free and this copy's symbol is
 /// exported; a no-op otherwise (the runtime not reachable included: the
-/// first publication reports that).
-pub(crate) fn claim() {
+/// first publication reports that). A copy that is a process's exported one
+/// (a language binding's extension, libtld.so) may call it early, for
+/// example when it attaches a map, so that threads publishing through copies
+/// whose symbol is hidden get the live symbol even if nothing was published
+/// through this copy yet (DESIGN §10.5).
+pub fn claim() {
     if let Ok(w) = word() {
         let _ = live_slot(w);
     }

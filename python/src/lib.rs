@@ -167,6 +167,11 @@ fn attach(py: Python<'_>, path: Option<PathBuf>, fd: Option<i64>) -> PyResult<()
     // Threads that already have a block register with the new map on their
     // next access, which makes system calls: let them release the GIL.
     ATTACH_EPOCH.fetch_add(1, Ordering::AcqRel);
+    // This extension exports otel_thread_ctx_v1: make it the process's live
+    // symbol now, so threads that publish OpenTelemetry context through a
+    // library whose symbol is hidden (C++, Go) are found by OTEP 4947
+    // readers even if Python never publishes (DESIGN §10.5).
+    tld_otel::claim_live_symbol();
     Ok(())
 }
 

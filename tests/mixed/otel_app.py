@@ -2,7 +2,7 @@
 copies of the tld core (the Python extension, libmixed_cxx.so, libmixed_go.so,
 loaded RTLD_LOCAL), each publishing OTEP 4947 records on threads of its own.
 
-    otel_app.py [--order py,cxx,go] [--threads N]
+    otel_app.py [--order py,cxx,go] [--threads N] [--python-silent]
 
 Loads the three in --order; each attaches $TLD_MAP_PATH and creates the
 record key through its own API (tld.otel.record_size, tld::otel::record_key,
@@ -22,6 +22,10 @@ Protocol on stdout/stdin: prints the expectation, one JSON line
 
 then, on a line "clear" from stdin, clears every record (each through the
 language that wrote it) and prints {"cleared": N}; exits at end of input.
+
+With --python-silent, Python only attaches (tld.attach()) and never uses
+tld.otel: the C++ and Go libraries publish alone, and the process context is
+the one their attribute names published (no service.name).
 
 Environment: TLD_MAP_PATH, MIXED_CXX_LIB, MIXED_GO_LIB.
 """
@@ -60,8 +64,14 @@ def record(lang: str, j: int) -> dict[str, Any]:
 class OtelParticipant(Participant):
     """A Participant that also publishes OpenTelemetry records."""
 
+    def __init__(self, lang: str, silent: bool = False) -> None:
+        super().__init__(lang)
+        self.silent = silent
+
     def load(self) -> None:
         super().load()
+        if self.lang == "py" and self.silent:
+            return
         if self.lang == "py":
             import tld.otel
 
@@ -105,16 +115,19 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--order", default="py,cxx,go")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--python-silent", action="store_true")
     args = ap.parse_args()
     order = args.order.split(",")
-    parts = {lang: OtelParticipant(lang) for lang in order}
+    parts = {lang: OtelParticipant(lang, silent=args.python_silent) for lang in order}
     for lang in order:
         parts[lang].load()
-    sizes = {lang: p.record_size for lang, p in parts.items()}
+    publishers = [lang for lang in order if not (lang == "py" and args.python_silent)]
+    sizes = {lang: parts[lang].record_size for lang in publishers}
     assert len(set(sizes.values())) == 1, f"copies disagree on the record size: {sizes}"
-    parts["py"].otel.publish_process_context({"service.name": "mixed-otel"})
+    if not args.python_silent:
+        parts["py"].otel.publish_process_context({"service.name": "mixed-otel"})
 
-    langs = [lang for lang in order for _ in range(args.threads)]
+    langs = [lang for lang in publishers for _ in range(args.threads)]
     n = len(langs)
     expect: dict[str, dict[str, Any]] = {}
     lock = threading.Lock()
@@ -152,7 +165,7 @@ def main() -> int:
     if failures:
         raise failures[0]
     names = sorted({a[0] for r in expect.values() for a in r["attributes"]})
-    print(json.dumps({"pid": os.getpid(), "record_size": sizes["py"], "names": names, "threads": expect}), flush=True)
+    print(json.dumps({"pid": os.getpid(), "record_size": sizes[publishers[0]], "names": names, "threads": expect}), flush=True)
 
     line = sys.stdin.readline()
     if line.strip() == "clear":

@@ -19,7 +19,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import pytest
 
@@ -57,13 +57,13 @@ def otel_ctx_mappings(pid: int) -> list[str]:
         return [line.strip() for line in f if "OTEL_CTX" in line]
 
 
-def check_published(reader: OtelReader, exp: dict[str, Any]) -> None:
+def check_published(reader: OtelReader, exp: dict[str, Any], service: Optional[str] = "mixed-otel") -> None:
     pid, size = exp["pid"], exp["record_size"]
     # OTEP 4719: one OTEL_CTX mapping, its key map every name used, once.
     assert len(otel_ctx_mappings(pid)) == 1, otel_ctx_mappings(pid)
     ctx = reader.context(pid)
     assert ctx["mapping"].startswith("/memfd:OTEL_CTX"), ctx
-    assert ctx["attributes"]["service.name"] == "mixed-otel", ctx
+    assert ctx["attributes"].get("service.name") == service, ctx
     key_map = ctx["key_map"]
     assert len(set(key_map)) == len(key_map) and sorted(key_map) == exp["names"], (key_map, exp["names"])
     for tid, rec in exp["threads"].items():
@@ -108,4 +108,20 @@ def test_three_copies_publish_otel(env, reader, order):
         line = proc.stdout.readline()
         assert line, f"otel_app exited on clear:\n{proc.stderr.read()}"
         assert json.loads(line) == {"cleared": len(exp["threads"])}
+        check_cleared(reader, exp)
+
+
+@pytest.mark.parametrize("order", ["py,cxx,go", "cxx,go,py"])
+def test_python_attaches_only(env, reader, order):
+    """Python attaches but never publishes: the C++ and Go libraries (symbols
+    hidden) publish alone, and OTEP 4947 readers still find each record
+    through the Python extension's exported symbol, claimed when it attached."""
+    argv = [sys.executable, APP, "--order", order, "--threads", "2", "--python-silent"]
+    with app_process(argv, {**env, "TLD_MAP_PATH": str(reader.map_path), "TLD_PIN_WATCH": "0"}) as (proc, exp):
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        assert sorted(r["lang"] for r in exp["threads"].values()) == sorted(["cxx"] * 3 + ["go"] * 3)
+        check_published(reader, exp, service=None)
+        proc.stdin.write("clear\n")
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline()) == {"cleared": len(exp["threads"])}
         check_cleared(reader, exp)
