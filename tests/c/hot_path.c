@@ -26,8 +26,9 @@
 #define _GNU_SOURCE
 #include <tld.h>
 
+#include "fail.h"
+
 #include <linux/bpf.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,19 +37,6 @@
 #include <unistd.h>
 
 TLD_DEFINE_KEY(hot_key, "hot_value", sizeof(long));
-
-static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "FAIL: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n");
-	exit(1);
-}
 
 static int bpf_obj_get(const char *path)
 {

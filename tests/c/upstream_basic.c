@@ -26,6 +26,8 @@
 #define TLD_FREE_DATA_ON_THREAD_EXIT
 #include <tld.h>
 
+#include "fail.h"
+
 #include <linux/bpf.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -56,21 +58,6 @@ static int map_fd = -1;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t phase_changed = PTHREAD_COND_INITIALIZER;
 static int phase = PHASE_ROUND1;
-
-static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-
-static void fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("FAIL: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	fflush(stderr);
-	exit(1);
-}
 
 static int gettid_raw(void)
 {

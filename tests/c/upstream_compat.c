@@ -16,8 +16,9 @@
 #define TLD_DYN_DATA_SIZE (getpagesize() - 8)
 #include <tld.h>
 
+#include "fail.h"
+
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,19 +34,6 @@ static int seen_by_constructor = -1000;
 __attribute__((constructor)) static void program_constructor(void)
 {
 	seen_by_constructor = value0_key.off;
-}
-
-static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "FAIL: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n");
-	exit(1);
 }
 
 static tld_key_t keys[1024];
