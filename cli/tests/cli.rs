@@ -855,6 +855,53 @@ fn spin_cpu(ms: u64) {
 const PHASES: [(u32, u64); 3] = [(1, 240), (2, 120), (3, 40)];
 const PHASE_THREADS: usize = 2;
 
+/// The PHASE_THREADS threads (`phase-I`) of a `tld top` workload.
+struct PhaseThreads {
+    go: std::sync::Arc<std::sync::Barrier>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl PhaseThreads {
+    /// Starts the threads: thread I runs `prepare(I)`, waits for [`run`],
+    /// then runs `work(I)`. Returns once every thread has prepared.
+    ///
+    /// [`run`]: PhaseThreads::run
+    fn start(
+        prepare: impl Fn(usize) + Send + Sync + 'static,
+        work: impl Fn(usize) + Send + Sync + 'static,
+    ) -> PhaseThreads {
+        let go = std::sync::Arc::new(std::sync::Barrier::new(PHASE_THREADS + 1));
+        let (prepare, work) = (std::sync::Arc::new(prepare), std::sync::Arc::new(work));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let threads = (0..PHASE_THREADS)
+            .map(|i| {
+                let (go, ready, prepare, work) = (go.clone(), ready_tx.clone(), prepare.clone(), work.clone());
+                std::thread::Builder::new()
+                    .name(format!("phase-{i}"))
+                    .spawn(move || {
+                        prepare(i);
+                        ready.send(()).unwrap();
+                        go.wait();
+                        work(i);
+                    })
+                    .unwrap()
+            })
+            .collect();
+        for _ in 0..PHASE_THREADS {
+            ready_rx.recv().unwrap();
+        }
+        PhaseThreads { go, threads }
+    }
+
+    /// Lets the threads work and waits for them to finish.
+    fn run(self) {
+        self.go.wait();
+        for t in self.threads {
+            t.join().unwrap();
+        }
+    }
+}
+
 /// Runs in the forked child: threads that publish "phase" and burn known
 /// amounts of CPU time in each phase (measured on their own CPU clock, so
 /// other load on the machine does not change the shares), sleeping briefly
@@ -865,38 +912,22 @@ fn phases_main(map: &Path, cmd_fd: OwnedFd, ack_fd: OwnedFd) -> ! {
         let mut cmds = BufReader::new(File::from(cmd_fd));
         tld::attach_path(map).expect("attach the pinned map by path");
         let phase = tld::Key::<u32>::get_or_create("phase").unwrap();
-        let go = std::sync::Arc::new(std::sync::Barrier::new(PHASE_THREADS + 1));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let workers: Vec<_> = (0..PHASE_THREADS)
-            .map(|i| {
-                let (go, ready) = (go.clone(), ready_tx.clone());
-                std::thread::Builder::new()
-                    .name(format!("phase-{i}"))
-                    .spawn(move || {
-                        phase.set(0).unwrap();
-                        ready.send(()).unwrap();
-                        go.wait();
-                        for _ in 0..2 {
-                            for (value, ms) in PHASES {
-                                phase.set(value).unwrap();
-                                spin_cpu(ms);
-                            }
-                        }
-                        phase.set(0).unwrap();
-                    })
-                    .unwrap()
-            })
-            .collect();
-        for _ in 0..PHASE_THREADS {
-            ready_rx.recv().unwrap();
-        }
+        let workers = PhaseThreads::start(
+            move |_| phase.set(0).unwrap(),
+            move |_| {
+                for _ in 0..2 {
+                    for (value, ms) in PHASES {
+                        phase.set(value).unwrap();
+                        spin_cpu(ms);
+                    }
+                }
+                phase.set(0).unwrap();
+            },
+        );
         writeln!(ack, "ready").unwrap();
         let mut line = String::new();
         cmds.read_line(&mut line).unwrap();
-        go.wait();
-        for w in workers {
-            w.join().unwrap();
-        }
+        workers.run();
     }));
     // SAFETY: leaving the forked child without running the parent's atexit.
     unsafe { libc::_exit(if result.is_ok() { 0 } else { 1 }) }
@@ -1130,31 +1161,21 @@ fn dump_decodes_otel_records() {
 /// (route /a) for 240 ms of CPU, span 0x22 (route /b) for 120 ms, then no
 /// span for 40 ms; both spans in trace TRACE.
 fn otel_top_body(ack: &mut File, cmds: &mut BufReader<File>) {
-    let go = std::sync::Arc::new(std::sync::Barrier::new(PHASE_THREADS + 1));
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let workers: Vec<_> = (0..PHASE_THREADS)
-        .map(|i| {
-            let (go, ready) = (go.clone(), ready_tx.clone());
-            std::thread::spawn(move || {
-                assert!(!tld_otel::current().unwrap().valid);
-                ready.send(()).unwrap();
-                go.wait();
-                let worker = format!("w{i}");
-                for _ in 0..2 {
-                    for (id, route, ms) in [(0x11, Some("/a"), 240), (0x22, Some("/b"), 120), (0, None, 40)] {
-                        match route {
-                            Some(r) => tld_otel::set(&span(id), &[("worker", &worker), ("route", r)]).unwrap(),
-                            None => tld_otel::clear().unwrap(),
-                        }
-                        spin_cpu(ms);
+    let workers = PhaseThreads::start(
+        |_| assert!(!tld_otel::current().unwrap().valid),
+        |i| {
+            let worker = format!("w{i}");
+            for _ in 0..2 {
+                for (id, route, ms) in [(0x11, Some("/a"), 240), (0x22, Some("/b"), 120), (0, None, 40)] {
+                    match route {
+                        Some(r) => tld_otel::set(&span(id), &[("worker", &worker), ("route", r)]).unwrap(),
+                        None => tld_otel::clear().unwrap(),
                     }
+                    spin_cpu(ms);
                 }
-            })
-        })
-        .collect();
-    for _ in 0..PHASE_THREADS {
-        ready_rx.recv().unwrap();
-    }
+            }
+        },
+    );
     writeln!(ack, "ready").unwrap();
     let mut line = String::new();
     cmds.read_line(&mut line).unwrap();
@@ -1164,10 +1185,7 @@ fn otel_top_body(ack: &mut File, cmds: &mut BufReader<File>) {
     writeln!(ack, "ok").unwrap();
     line.clear();
     cmds.read_line(&mut line).unwrap();
-    go.wait();
-    for w in workers {
-        w.join().unwrap();
-    }
+    workers.run();
 }
 
 fn spawn_top(pid: i32, by: &str, interval: &str, path: &str) -> std::process::Child {
