@@ -190,7 +190,7 @@ impl RawKey {
 ///
 /// Implemented for the integers, `f32`, `f64` and arrays of them. For a
 /// struct of your own, enable the crate's `bytemuck` feature (off by
-/// default) and derive [`bytemuck::Pod`](https://docs.rs/bytemuck): every
+/// default) and derive `bytemuck::Pod`: every
 /// `bytemuck::Pod` type is a `Pod` here, and bytemuck's derive refuses at
 /// compile time a struct with padding (whose bytes BPF would read
 /// uninitialized), pointers, or a layout other than `#[repr(C)]` or
