@@ -23,8 +23,8 @@ use crate::sys;
 /// majors find each other and refuse instead of making two runtimes.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"TLD-RT\0\x01");
 
-/// Major version in the high 16 bits (layout of [`Shared`] and of the wire),
-/// minor in the low 16 (fields appended at the end of [`Shared`]).
+/// Major version in the high 16 bits (layout of the shared runtime structure and of the wire),
+/// minor in the low 16 (fields appended at its end).
 pub const RUNTIME_ABI_VERSION: u32 = match option_env!("TLD_TEST_RUNTIME_ABI_VERSION") {
     // Lets the cross-version test build a copy that claims another version.
     Some(_) => parse_version_override(),
