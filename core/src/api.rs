@@ -125,7 +125,7 @@ impl RawKey {
 
     /// Creates a static key: while no thread block exists it grows every
     /// block by its size instead of using the dynamic reserve. Used by
-    /// [`static_key!`] and `TLD_DEFINE_KEY`; get-or-create semantics.
+    /// [`static_key!`](crate::static_key!) and `TLD_DEFINE_KEY`; get-or-create semantics.
     pub fn get_or_create_static(name: impl AsRef<[u8]>, size: usize) -> Result<RawKey> {
         get_or_create(name.as_ref(), size, KeyKind::Static).map(|info| RawKey { info })
     }
@@ -346,7 +346,7 @@ impl<T: Pod> Key<T> {
     }
 }
 
-/// A key defined at load time with [`static_key!`]: it gets exactly its size
+/// A key defined at load time with [`static_key!`](crate::static_key!): it gets exactly its size
 /// in every thread block. It resolves itself on first use if the loader did
 /// not run its constructor.
 pub struct StaticKey<T: Pod> {
@@ -364,7 +364,7 @@ impl<T: Pod> StaticKey<T> {
         StaticKey { name, state: AtomicU64::new(0), _type: PhantomData }
     }
 
-    /// Creates the key now (the constructor [`static_key!`] emits calls this).
+    /// Creates the key now (the constructor [`static_key!`](crate::static_key!) emits calls this).
     #[doc(hidden)]
     pub fn register(&self) {
         let _ = self.key();
@@ -383,7 +383,7 @@ impl<T: Pod> StaticKey<T> {
     /// [`Error::SizeMismatch`], no room left [`Error::TooBig`] or
     /// [`Error::NoSpace`], an incompatible runtime in the process
     /// [`Error::IncompatibleRuntime`]) and remembers nothing: the next call
-    /// tries again. The constructor [`static_key!`] emits makes the first
+    /// tries again. The constructor [`static_key!`](crate::static_key!) emits makes the first
     /// attempt before `main` and ignores its error, which the first use then
     /// reports.
     pub fn key(&self) -> Result<Key<T>> {

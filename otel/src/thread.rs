@@ -24,7 +24,7 @@ static REQUESTED_SIZE: AtomicUsize = AtomicUsize::new(0);
 /// attributes a record holds: `size - 28` bytes, 2 per attribute plus its value.
 ///
 /// The size is the size of the tld key `otel.thread_ctx_v1`, so it must be
-/// set before the key exists: before [`record_key`], [`static_record_key!`],
+/// set before the key exists: before [`record_key`], [`static_record_key!`](crate::static_record_key!),
 /// `TLD_OTEL_DEFINE_RECORD_KEY` or the first publication in any language.
 /// Errors: `EINVAL` outside 28..=640; `EBUSY` when the key already exists
 /// with another size (setting the size it has is a no-op).
