@@ -36,6 +36,9 @@ volatile std::uint16_t plain_offset = 0;
 
 }  // namespace
 
+// A load-time key (TLD_CXX_DEFINE_KEY): get() takes the same inlined path.
+TLD_CXX_DEFINE_KEY(bench_static, std::uint64_t, "bench_static");
+
 int main(int argc, char** argv) {
     long iterations = 2'000'000;
     int repeat = 101;
@@ -71,23 +74,32 @@ int main(int argc, char** argv) {
             key.set(static_cast<std::uint64_t>(i));
         }
     };
+    auto tld_static = [](long n) {
+        for (long i = 0; i < n; i++) {
+            *bench_static.get() = static_cast<std::uint64_t>(i);
+            keep();
+        }
+    };
 
-    std::vector<double> t_plain, t_based, t_get, t_set;
+    std::vector<double> t_plain, t_based, t_get, t_set, t_static;
     for (int r = 0; r < repeat; r++) {  // interleaved, so drift hits all four alike
         t_plain.push_back(time_ns_per_op(iterations, plain));
         t_based.push_back(time_ns_per_op(iterations, based));
         t_get.push_back(time_ns_per_op(iterations, tld_get));
         t_set.push_back(time_ns_per_op(iterations, tld_set));
+        t_static.push_back(time_ns_per_op(iterations, tld_static));
     }
     if (key.load() != static_cast<std::uint64_t>(iterations - 1) ||
+        bench_static.load() != static_cast<std::uint64_t>(iterations - 1) ||
         plain_value != static_cast<std::uint64_t>(iterations - 1)) {
         std::fprintf(stderr, "bench: lost a store\n");
         return 1;
     }
-    std::vector<double> r_get, r_set, r_based, r_get_based;
+    std::vector<double> r_get, r_set, r_static, r_based, r_get_based;
     for (int r = 0; r < repeat; r++) {
         r_get.push_back(t_get[r] / t_plain[r]);
         r_set.push_back(t_set[r] / t_plain[r]);
+        r_static.push_back(t_static[r] / t_plain[r]);
         r_based.push_back(t_based[r] / t_plain[r]);
         r_get_based.push_back(t_get[r] / t_based[r]);
     }
@@ -99,5 +111,7 @@ int main(int argc, char** argv) {
     std::printf("%-46s %8.3f ns  (%.2fx; %.2fx of pointer + offset)\n", "tld::Key<uint64_t>::get() + store", g,
                 median(r_get), median(r_get_based));
     std::printf("%-46s %8.3f ns  (%.2fx)\n", "tld::Key<uint64_t>::set()", s, median(r_set));
+    std::printf("%-46s %8.3f ns  (%.2fx)\n", "TLD_CXX_DEFINE_KEY key: get() + store", median(t_static),
+                median(r_static));
     return 0;
 }

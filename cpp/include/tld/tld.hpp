@@ -202,17 +202,71 @@ inline thread_local DataCache thread_cache{nullptr};
     return reinterpret_cast<std::uint8_t*>(data);
 }
 
-/**
- * The hot path of every get(): one thread-local load (relaxed: the core may
- * clear it from another thread; a plain load on x86 and arm64) and a test;
- * nullptr on failure (see last_failure()).
- */
+/// The cached pointer: one thread-local load (relaxed: the core may clear it
+/// from another thread; a plain load on x86 and arm64).
+inline std::uint8_t* cached_thread_data() noexcept { return __atomic_load_n(&thread_cache.data, __ATOMIC_RELAXED); }
+
+/// thread_data(): the cached pointer, else the slow path; nullptr on failure
+/// (see last_failure()).
 inline std::uint8_t* thread_data_or_null() noexcept {
-    std::uint8_t* p = __atomic_load_n(&thread_cache.data, __ATOMIC_RELAXED);
+    std::uint8_t* p = cached_thread_data();
     if (__builtin_expect(p != nullptr, 1)) {
         return p;
     }
     return refresh_thread_data();
+}
+
+/*
+ * A key's hot-path word, its "where": the key's offset minus where_bias, or
+ * empty_where for an empty key. Added to the cached data pointer it gives a
+ * negative word (as a signed integer) when the key is empty or the cache is
+ * nullptr, and otherwise the value's address minus where_bias. So every
+ * get() is: one load of the word, one thread-local load added to it, one
+ * test of the sign, and the caller's store with the bias folded into its
+ * displacement. Offsets are below where_bias (16 bits) and a cached pointer
+ * is at or above it: nothing is mapped below vm.mmap_min_addr, 64 KiB by
+ * default. A pointer below it would only take the slow path, which returns
+ * the right address all the same.
+ */
+inline constexpr std::uintptr_t where_bias = 0x10000;
+inline constexpr std::uintptr_t empty_where = std::uintptr_t{1} << (sizeof(std::uintptr_t) * 8 - 1);
+
+constexpr std::uintptr_t where_of(KeyInfo info) noexcept {
+    return info.size != 0 ? std::uintptr_t{info.offset} - where_bias : empty_where;
+}
+
+/// The cached pointer plus @p where: negative (as a signed integer) when the
+/// slow path must run, else the value's address minus where_bias.
+inline std::uintptr_t cached_plus(std::uintptr_t where) noexcept {
+    return reinterpret_cast<std::uintptr_t>(cached_thread_data()) + where;
+}
+
+/// Whether cached_plus() gave an address (a sign test).
+inline bool is_address(std::uintptr_t biased) noexcept { return static_cast<std::intptr_t>(biased) >= 0; }
+
+/// The address cached_plus() stands for, once is_address().
+inline void* address_of(std::uintptr_t biased) noexcept { return reinterpret_cast<void*>(biased + where_bias); }
+
+/// The inverse of address_of(), for the slow paths (nullptr included): the
+/// hot and slow paths then meet before the bias is added, which lets the
+/// compiler fold it into the caller's store.
+inline std::uintptr_t biased(void* p) noexcept { return reinterpret_cast<std::uintptr_t>(p) - where_bias; }
+
+// BPF and the `tld` reader read a value outside the compiler's view: the
+// signal fences keep a store from being merged away or sunk past later code,
+// and a load from being hoisted, without a volatile copy.
+template <class T>
+inline void store_value(T* p, const T& value) noexcept {
+    std::memcpy(static_cast<void*>(p), &value, sizeof(T));
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+}
+
+template <class T>
+inline T fetch_value(const T* p) noexcept {
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    T value;
+    std::memcpy(static_cast<void*>(&value), p, sizeof(T));
+    return value;
 }
 
 inline KeyInfo find_or_create(KeyMode mode, std::string_view name, std::size_t size,
@@ -359,7 +413,7 @@ public:
     RawKey() noexcept = default;
 
     /// Wraps what the runtime reported about a key.
-    explicit RawKey(KeyInfo info) noexcept : info_(info) {}
+    explicit RawKey(KeyInfo info) noexcept : where_(detail::where_of(info)), info_(info) {}
 
 #if TLD_CXX_EXCEPTIONS
     /**
@@ -441,40 +495,31 @@ public:
      * until written.
      *
      * The thread's first access allocates its block and registers it with
-     * every attached map; later calls are a few loads and no system call.
-     * Valid on the calling thread until it exits or frees its block
-     * (free_thread_block(), `tld_free()`); never share it with another thread.
+     * every attached map; later calls are two loads, an add and a test,
+     * inlined, and no system call. Valid on the calling thread until it
+     * exits or frees its block (free_thread_block(), `tld_free()`); never
+     * share it with another thread.
      * @throws tld::Error EINVAL for an empty key; the errno of a failed
      * allocation or registration.
      */
     void* get() const {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        // Offset and size in one load (size in the high half): the hot path
-        // reads the key once.
-        static_assert(offsetof(KeyInfo, offset) == 0 && offsetof(KeyInfo, size) == 2, "KeyInfo layout");
-        std::uint32_t w;
-        std::memcpy(&w, &info_, sizeof w);
-        if (w <= 0xffffu) {
-            throw Error(EINVAL, "tld::RawKey::get() on an empty key");
+        std::uintptr_t q = detail::cached_plus(where_);
+        if (__builtin_expect(!detail::is_address(q), 0)) {
+            q = detail::biased(get_slow());
         }
-        return thread_data() + (w & 0xffffu);
-#else
-        if (!valid()) {
-            throw Error(EINVAL, "tld::RawKey::get() on an empty key");
-        }
-        return thread_data() + info_.offset;
-#endif
+        return detail::address_of(q);
     }
 #endif
 
     /// get() without exceptions: nullptr and @p ec set on failure.
     void* get(std::error_code& ec) const noexcept {
-        if (!valid()) {
-            ec.assign(EINVAL, std::generic_category());
-            return nullptr;
+        std::uintptr_t q = detail::cached_plus(where_);
+        if (__builtin_expect(detail::is_address(q), 1)) {
+            ec.clear();
+        } else {
+            q = detail::biased(get_slow(ec));
         }
-        std::uint8_t* base = thread_data(ec);
-        return base == nullptr ? nullptr : base + info_.offset;
+        return detail::address_of(q);
     }
 
     /// Keys are equal when they name the same slot.
@@ -489,8 +534,27 @@ private:
         detail::check(detail::key(mode, detail::bytes(name), size, info));
         return RawKey(info);
     }
+
+    // The key is empty or the thread's cache is (first access, block freed,
+    // a map to register with).
+    [[gnu::noinline, gnu::cold]] void* get_slow() const {
+        if (!valid()) {
+            throw Error(EINVAL, "tld::RawKey::get() on an empty key");
+        }
+        return thread_data() + info_.offset;
+    }
 #endif
 
+    [[gnu::noinline, gnu::cold]] void* get_slow(std::error_code& ec) const noexcept {
+        if (!valid()) {
+            ec.assign(EINVAL, std::generic_category());
+            return nullptr;
+        }
+        std::uint8_t* base = thread_data(ec);
+        return base == nullptr ? nullptr : base + info_.offset;
+    }
+
+    std::uintptr_t where_ = detail::empty_where;  // detail::where_of(info_)
     KeyInfo info_{};
 };
 
@@ -565,7 +629,8 @@ public:
      * @brief Pointer to the calling thread's value (zero until set).
      *
      * The thread's first access allocates its block and registers it with
-     * every attached map; later calls are a few loads. The pointer is valid
+     * every attached map; later calls are inlined: two loads, an add and a
+     * sign test (RawKey::get()). The pointer is valid
      * on the calling thread until it exits or frees its block
      * (free_thread_block(), `tld_free()`); never share it with another thread.
      * Writes through it are plain stores; BPF reads them asynchronously.
@@ -575,10 +640,10 @@ public:
     T* get() const { return static_cast<T*>(raw_.get()); }
 
     /// Stores @p value as the calling thread's value. @throws tld::Error as get().
-    void set(const T& value) const { store(get(), value); }
+    void set(const T& value) const { detail::store_value(get(), value); }
 
     /// The calling thread's value (zero until set). @throws tld::Error as get().
-    T load() const { return fetch(get()); }
+    T load() const { return detail::fetch_value(get()); }
 #endif
 
     /// get() without exceptions: nullptr and @p ec set on failure.
@@ -587,14 +652,14 @@ public:
     /// set() without exceptions: sets @p ec; nothing stored on failure.
     void set(const T& value, std::error_code& ec) const noexcept {
         if (T* p = get(ec)) {
-            store(p, value);
+            detail::store_value(p, value);
         }
     }
 
     /// load() without exceptions: sets @p ec; a zero value on failure.
     T load(std::error_code& ec) const noexcept {
         T* p = get(ec);
-        return p != nullptr ? fetch(p) : T{};
+        return p != nullptr ? detail::fetch_value(p) : T{};
     }
 
     /// Keys are equal when they name the same slot.
@@ -604,21 +669,6 @@ public:
 
 private:
     explicit Key(RawKey raw) noexcept : raw_(raw) {}
-
-    // BPF and the `tld` reader read this memory outside the compiler's view:
-    // the signal fences keep the store from being merged away or sunk past
-    // later code, and the load from being hoisted, without a volatile copy.
-    static void store(T* p, const T& value) noexcept {
-        std::memcpy(static_cast<void*>(p), &value, sizeof(T));
-        std::atomic_signal_fence(std::memory_order_seq_cst);
-    }
-
-    static T fetch(const T* p) noexcept {
-        std::atomic_signal_fence(std::memory_order_seq_cst);
-        T value;
-        std::memcpy(static_cast<void*>(&value), p, sizeof(T));
-        return value;
-    }
 
     RawKey raw_;
 };
@@ -671,6 +721,7 @@ public:
         KeyInfo i = raw.info();
         state_.store(resolved | std::uint64_t{i.slot} << 32 | std::uint64_t{i.offset} << 16 | i.size,
                      std::memory_order_release);
+        where_.store(detail::where_of(i), std::memory_order_relaxed);
         return Key<T>::from_raw_unchecked(raw);
     }
 
@@ -682,22 +733,26 @@ public:
 
     /// get() without exceptions: nullptr and @p ec set on failure.
     T* get(std::error_code& ec) const noexcept {
-        Key<T> k = key(ec);
-        return ec ? nullptr : k.get(ec);
+        std::uintptr_t q = detail::cached_plus(where_.load(std::memory_order_relaxed));
+        if (__builtin_expect(detail::is_address(q), 1)) {
+            ec.clear();
+        } else {
+            q = detail::biased(get_slow(ec));
+        }
+        return static_cast<T*>(detail::address_of(q));
     }
 
     /// set() without exceptions.
     void set(const T& value, std::error_code& ec) const noexcept {
-        Key<T> k = key(ec);
-        if (!ec) {
-            k.set(value, ec);
+        if (T* p = get(ec)) {
+            detail::store_value(p, value);
         }
     }
 
     /// load() without exceptions: a zero value on failure.
     T load(std::error_code& ec) const noexcept {
-        Key<T> k = key(ec);
-        return ec ? T{} : k.load(ec);
+        T* p = get(ec);
+        return p != nullptr ? detail::fetch_value(p) : T{};
     }
 
     /**
@@ -733,19 +788,40 @@ public:
         return k;
     }
 
-    /// Pointer to the calling thread's value; see Key::get() for the thread rule.
-    T* get() const { return key().get(); }
+    /**
+     * @brief Pointer to the calling thread's value; see Key::get() for the
+     * thread rule. Once the key is resolved, the same inlined path as
+     * Key::get().
+     * @throws tld::Error as key() and Key::get().
+     */
+    T* get() const {
+        std::uintptr_t q = detail::cached_plus(where_.load(std::memory_order_relaxed));
+        if (__builtin_expect(!detail::is_address(q), 0)) {
+            q = detail::biased(get_slow());
+        }
+        return static_cast<T*>(detail::address_of(q));
+    }
 
     /// Stores @p value as the calling thread's value.
-    void set(const T& value) const { key().set(value); }
+    void set(const T& value) const { detail::store_value(get(), value); }
 
     /// The calling thread's value.
-    T load() const { return key().load(); }
+    T load() const { return detail::fetch_value(get()); }
 #endif
 
 private:
     static constexpr std::uint64_t resolved = std::uint64_t{1} << 63;
     static constexpr std::uint64_t failed = std::uint64_t{1} << 62;
+
+    // Not resolved yet, failed, or the thread's cache is empty.
+#if TLD_CXX_EXCEPTIONS
+    [[gnu::noinline, gnu::cold]] T* get_slow() const { return key().get(); }
+#endif
+
+    [[gnu::noinline, gnu::cold]] T* get_slow(std::error_code& ec) const noexcept {
+        Key<T> k = key(ec);
+        return ec ? nullptr : k.get(ec);
+    }
 
     /// Keeps the calling thread's last error message (the failed creation's)
     /// for every later call, from any thread. Copied once to the heap and
@@ -767,6 +843,10 @@ private:
 
     const char* name_;
     mutable std::atomic<std::uint64_t> state_{0};
+    // The resolved key's detail::where_of() for the hot path (empty_where
+    // until resolved, and after a failure). Relaxed: it is only an offset
+    // into the calling thread's own block, which the core sized.
+    mutable std::atomic<std::uintptr_t> where_{detail::empty_where};
     mutable std::atomic<const char*> message_{nullptr};
 };
 
