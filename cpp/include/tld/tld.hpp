@@ -221,12 +221,12 @@ inline std::uint8_t* thread_data_or_null() noexcept {
  * empty_where for an empty key. Added to the cached data pointer it gives a
  * negative word (as a signed integer) when the key is empty or the cache is
  * nullptr, and otherwise the value's address minus where_bias. So every
- * get() is: one load of the word, one thread-local load added to it, one
- * test of the sign, and the caller's store with the bias folded into its
- * displacement. Offsets are below where_bias (16 bits) and a cached pointer
- * is at or above it: nothing is mapped below vm.mmap_min_addr, 64 KiB by
- * default. A pointer below it would only take the slow path, which returns
- * the right address all the same.
+ * get() (value_at()) is: one load of the word, one thread-local load added
+ * to it, one test of the sign, and the caller's store with the bias folded
+ * into its displacement. Offsets are below where_bias (16 bits) and a cached
+ * pointer is at or above it: nothing is mapped below vm.mmap_min_addr, 64 KiB
+ * by default. A pointer below it would only take the slow path, which
+ * returns the right address all the same.
  */
 inline constexpr std::uintptr_t where_bias = 0x10000;
 inline constexpr std::uintptr_t empty_where = std::uintptr_t{1} << (sizeof(std::uintptr_t) * 8 - 1);
@@ -235,22 +235,18 @@ constexpr std::uintptr_t where_of(KeyInfo info) noexcept {
     return info.size != 0 ? std::uintptr_t{info.offset} - where_bias : empty_where;
 }
 
-/// The cached pointer plus @p where: negative (as a signed integer) when the
-/// slow path must run, else the value's address minus where_bias.
-inline std::uintptr_t cached_plus(std::uintptr_t where) noexcept {
-    return reinterpret_cast<std::uintptr_t>(cached_thread_data()) + where;
+/// The hot path of every key's get(): the calling thread's value at
+/// @p where, or what @p slow returns (its pointer or nullptr) when the key
+/// is empty or the cache is. The two paths meet before the bias is added
+/// back, which lets the compiler fold it into the caller's store.
+template <class Slow>
+inline void* value_at(std::uintptr_t where, Slow&& slow) {
+    std::uintptr_t q = reinterpret_cast<std::uintptr_t>(cached_thread_data()) + where;
+    if (__builtin_expect(static_cast<std::intptr_t>(q) < 0, 0)) {
+        q = reinterpret_cast<std::uintptr_t>(slow()) - where_bias;
+    }
+    return reinterpret_cast<void*>(q + where_bias);
 }
-
-/// Whether cached_plus() gave an address (a sign test).
-inline bool is_address(std::uintptr_t biased) noexcept { return static_cast<std::intptr_t>(biased) >= 0; }
-
-/// The address cached_plus() stands for, once is_address().
-inline void* address_of(std::uintptr_t biased) noexcept { return reinterpret_cast<void*>(biased + where_bias); }
-
-/// The inverse of address_of(), for the slow paths (nullptr included): the
-/// hot and slow paths then meet before the bias is added, which lets the
-/// compiler fold it into the caller's store.
-inline std::uintptr_t biased(void* p) noexcept { return reinterpret_cast<std::uintptr_t>(p) - where_bias; }
 
 // BPF and the `tld` reader read a value outside the compiler's view: the
 // signal fences keep a store from being merged away or sunk past later code,
@@ -503,23 +499,14 @@ public:
      * allocation or registration.
      */
     void* get() const {
-        std::uintptr_t q = detail::cached_plus(where_);
-        if (__builtin_expect(!detail::is_address(q), 0)) {
-            q = detail::biased(get_slow());
-        }
-        return detail::address_of(q);
+        return detail::value_at(where_, [this] { return get_slow(); });
     }
 #endif
 
     /// get() without exceptions: nullptr and @p ec set on failure.
     void* get(std::error_code& ec) const noexcept {
-        std::uintptr_t q = detail::cached_plus(where_);
-        if (__builtin_expect(detail::is_address(q), 1)) {
-            ec.clear();
-        } else {
-            q = detail::biased(get_slow(ec));
-        }
-        return detail::address_of(q);
+        ec.clear();  // the slow path sets it
+        return detail::value_at(where_, [&] { return get_slow(ec); });
     }
 
     /// Keys are equal when they name the same slot.
@@ -733,13 +720,8 @@ public:
 
     /// get() without exceptions: nullptr and @p ec set on failure.
     T* get(std::error_code& ec) const noexcept {
-        std::uintptr_t q = detail::cached_plus(where_.load(std::memory_order_relaxed));
-        if (__builtin_expect(detail::is_address(q), 1)) {
-            ec.clear();
-        } else {
-            q = detail::biased(get_slow(ec));
-        }
-        return static_cast<T*>(detail::address_of(q));
+        ec.clear();  // the slow path sets it
+        return static_cast<T*>(detail::value_at(where_.load(std::memory_order_relaxed), [&] { return get_slow(ec); }));
     }
 
     /// set() without exceptions.
@@ -795,11 +777,7 @@ public:
      * @throws tld::Error as key() and Key::get().
      */
     T* get() const {
-        std::uintptr_t q = detail::cached_plus(where_.load(std::memory_order_relaxed));
-        if (__builtin_expect(!detail::is_address(q), 0)) {
-            q = detail::biased(get_slow());
-        }
-        return static_cast<T*>(detail::address_of(q));
+        return static_cast<T*>(detail::value_at(where_.load(std::memory_order_relaxed), [this] { return get_slow(); }));
     }
 
     /// Stores @p value as the calling thread's value.
