@@ -9,16 +9,7 @@
 
 namespace {
 
-template <class F>
-int errno_of(F&& f) {
-    try {
-        f();
-    } catch (const tld::Error& e) {
-        EXPECT_FALSE(e.message().empty());
-        return e.code().value();
-    }
-    return 0;
-}
+using support::errno_of;
 
 TEST(Errors, InvalidArguments) {
     EXPECT_EQ(errno_of([] { tld::RawKey::create("", 4); }), EINVAL);

@@ -22,17 +22,8 @@ TLD_CXX_DEFINE_KEY(hot_static, std::uint64_t, "hot_static");
 
 namespace {
 
+using support::errno_of;
 using support::gettid_;
-
-template <class F>
-int errno_of(F&& f) {
-    try {
-        f();
-    } catch (const tld::Error& e) {
-        return e.code().value();
-    }
-    return 0;
-}
 
 // Makes the calling thread's cache warm: later gets take the fast path.
 void warm_up() {

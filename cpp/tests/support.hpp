@@ -23,6 +23,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <tld/tld.hpp>
 
 namespace support {
 
@@ -50,6 +51,21 @@ inline std::string hex(const void* p, size_t n) {
     std::abort();
 #endif
 }
+
+#if TLD_CXX_EXCEPTIONS
+/// The errno of the tld::Error that @p f throws (its message must not be
+/// empty), or 0 if it throws nothing.
+template <class F>
+int errno_of(F&& f) {
+    try {
+        f();
+    } catch (const tld::Error& e) {
+        EXPECT_FALSE(e.message().empty());
+        return e.code().value();
+    }
+    return 0;
+}
+#endif
 
 inline std::string env_or(const char* name, const char* fallback) {
     const char* v = std::getenv(name);
